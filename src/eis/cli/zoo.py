@@ -1,0 +1,95 @@
+"""``eis zoo``: build, list and show the model zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import eis.zoo
+from eis.cli import app
+from eis.cli.common import console, err_console, user_errors
+from eis.zoo.build import BarError
+from eis.zoo.spec import CaseSpec
+
+zoo_app = typer.Typer(help="Build, list and inspect the model zoo.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+def build_with_progress(suite: str, force: bool = False) -> list[eis.zoo.Case]:
+    """Build a suite with a rich progress bar per case and overall; shared by `zoo build` and `bench`."""
+    specs = eis.zoo.suite_cases(suite)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        overall = progress.add_task(f"zoo {suite}", total=len(specs))
+        current: dict[str, int] = {}
+        state = {"done": 0}
+
+        def on_progress(spec: CaseSpec, fraction: float, hit: bool) -> None:
+            if spec.name not in current:
+                current[spec.name] = progress.add_task(f"  {spec.name}" + (" (cached)" if hit else ""), total=100)
+            progress.update(current[spec.name], completed=int(fraction * 100))
+            if fraction >= 1.0:
+                progress.remove_task(current[spec.name]) if hit else None
+                state["done"] += 1
+                progress.update(overall, completed=state["done"])
+
+        return eis.zoo.build_suite(suite, force=force, on_progress=on_progress)
+
+
+@zoo_app.command("build")
+@user_errors
+def build(
+    suite: str = typer.Argument(..., help="Suite name (see `eis zoo suites`) or path to a suite .toml file."),
+    force: bool = typer.Option(False, "--force", help="Retrain even when a cached artifact exists."),
+) -> None:
+    """Train every case of SUITE that is not cached yet and check its bars."""
+    try:
+        cases = build_with_progress(suite, force)
+    except BarError as exc:
+        for miss in exc.misses:
+            err_console.print(f"[bold red]bar missed:[/] {miss}", highlight=False)
+        raise typer.Exit(code=1) from None
+    console.print(f"[green]built {len(cases)} cases[/] of suite {suite!r} under {eis.zoo.artifact.zoo_dir()}")
+
+
+@zoo_app.command("suites")
+def suites() -> None:
+    """List the built-in suites."""
+    for name in eis.zoo.builtin_suites():
+        console.print(f"{name}: {len(eis.zoo.suite_cases(name))} cases")
+
+
+@zoo_app.command("list")
+def list_cases() -> None:
+    """List the built cases in the cache (visible metadata only)."""
+    table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
+    for case in eis.zoo.list_built():
+        table.add_row(case.name, case.id, case.dataset, case.arch, case.meta.get("population") or "",
+                      f"{case.meta['clean_accuracy']:.3f}")
+    console.print(table)
+
+
+@zoo_app.command("show")
+@user_errors
+def show(
+    case: str = typer.Argument(..., help="Case name or id."),
+    out: Path = typer.Option(None, "--out", help="Where to write the PNG grid (default: ./<case>.png)."),
+) -> None:
+    """Show a case's spec and measured bars, and write a PNG grid of clean vs triggered inputs with masks."""
+    from eis.zoo.show import render_grid
+
+    c = eis.zoo.load(case)
+    truth = c.truth()
+    table = Table("field", "value", show_header=False)
+    for key in ("name", "id", "dataset", "arch", "population", "role", "seed"):
+        table.add_row(key, str(c.meta.get(key)))
+    table.add_row("flaw", str(truth.spec["flaw"]))
+    table.add_row("training", str(truth.spec["train"]))
+    for bar, value in truth.measured.items():
+        table.add_row(f"measured {bar}", f"{value:.3f}")
+    console.print(table)
+    path = render_grid(c, out or Path(f"{c.name}.png"))
+    console.print(f"grid written to {path}")

@@ -1,0 +1,78 @@
+"""The track contract: what a tool is asked, and how its answer is scored against the sealed truth.
+
+Tracks are the only code that calls ``Case.truth()``. One cell = one case x one tool x one track; the
+runner calls ``Track.run`` for each cell and stores the returned ``CellResult``. Aggregation across cases
+(means with bootstrap CIs, AUROC over a population, ...) happens in ``Track.summarize`` from the stored
+rows, so the report needs only the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from eis.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eis.tools.base import Tool
+    from eis.zoo.case import Case
+
+
+@dataclasses.dataclass
+class CellResult:
+    """What one cell produced.
+
+    scores: per-case summary metrics (e.g. the mean over inputs), the numbers a leaderboard shows.
+    items: per-item values (per input, per model) kept for bootstrap confidence intervals.
+    extras: JSON-serialisable details (e.g. the flagged target class, an anomaly index).
+    gallery: a few small images (H, W) or (C, H, W) float arrays in [0, 1] for the HTML report.
+    """
+
+    scores: dict[str, float]
+    flaw: str = ""  # the case's flaw kind (from the truth), for per-flaw-type breakdowns in the report
+    items: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    gallery: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+class Track:
+    """Base class for benchmark tracks."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"  # bump when scoring changes: part of the results cache key
+    family: ClassVar[str] = ""  # the tool family this track runs
+    headline: ClassVar[str] = ""  # the metric a leaderboard sorts by
+    higher_is_better: ClassVar[bool] = True
+    summary: ClassVar[str] = ""
+
+    def applies_to(self, case: Case) -> bool:
+        """Whether this track has anything to ask of ``case`` (e.g. localize needs a localized flaw)."""
+        raise NotImplementedError
+
+    def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
+        """Ask ``tool`` about ``case`` and score its answer against ``case.truth()``."""
+        raise NotImplementedError
+
+    def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Leaderboard from this track's stored cells.
+
+        ``rows`` has one row per cell with columns: case_id, case_name, dataset, arch, flaw, tool, family,
+        control (bool), track, status ("ok" | "failed"), error, runtime_s, peak_mem_mb, scores (dict),
+        items (dict of lists), extras (dict). Returns a long table with columns: tool, control, flaw
+        ("all" for pooled, else one flaw kind), metric, mean, lo, hi (bootstrap 95% CI), n, and verdict
+        (a short string such as "beats the edge detector: yes", or "" where none applies).
+        """
+        raise NotImplementedError
+
+
+TRACKS: Registry[type[Track]] = Registry("track")
+
+
+def register_track(cls: type[Track]) -> type[Track]:
+    """Class decorator: register a track under ``cls.name``."""
+    TRACKS.register(cls.name, cls)
+    return cls

@@ -1,0 +1,101 @@
+"""Case artifacts on disk: weights in safetensors, everything else JSON, the truth kept apart.
+
+Layout of ``EIS_HOME/zoo/<case id>/``::
+
+    model.safetensors        weights (what a tool may see)
+    manifest.json            visible metadata: identical keys for every case of a population
+    truth/truth.json         sealed: the flaw spec, measured bars (read only by tracks)
+    truth/truth.safetensors  sealed: trigger picture and mask
+
+The manifest lists the SHA-256 of every other file; a mismatch means a corrupt or partly written artifact,
+which is rebuilt, never loaded. Artifacts are written to a temporary folder and renamed into place, so a
+killed build leaves nothing half-written under the final name. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from eis.errors import EisError
+from eis.paths import eis_home
+
+MANIFEST_SCHEMA = 1
+FILES = ("model.safetensors", "truth/truth.json", "truth/truth.safetensors")
+
+
+class CorruptArtifact(EisError):
+    """An artifact whose files do not match the hashes in its manifest."""
+
+
+def zoo_dir() -> Path:
+    path = eis_home() / "zoo"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_artifact(case_id: str, model: torch.nn.Module, visible: dict[str, Any], truth: dict[str, Any],
+                   truth_tensors: dict[str, torch.Tensor], *, replace: bool = False) -> Path:
+    """Write a complete artifact atomically; returns its folder.
+
+    When another process finished the same artifact first, its copy is kept (the bytes are the same);
+    ``replace`` swaps in the new one instead (a forced rebuild).
+    """
+    final = zoo_dir() / case_id
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=zoo_dir()))
+    try:
+        (tmp / "truth").mkdir()
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "truth" / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True))
+        save_file({k: v.contiguous() for k, v in truth_tensors.items()}, str(tmp / "truth" / "truth.safetensors"))
+        manifest = {**visible, "schema": MANIFEST_SCHEMA, "files": {f: sha256(tmp / f) for f in FILES}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if final.exists() and replace:
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The visible manifest, after checking every file against its recorded hash."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptArtifact(f"artifact {root.name}: unreadable manifest ({exc.__class__.__name__})") from None
+    if manifest.get("schema") != MANIFEST_SCHEMA:
+        raise CorruptArtifact(f"artifact {root.name}: manifest schema {manifest.get('schema')!r} is not "
+                              f"{MANIFEST_SCHEMA}; rebuild it")
+    for name in FILES:
+        path = root / name
+        if not path.is_file() or sha256(path) != files.get(name):
+            raise CorruptArtifact(f"artifact {root.name}: {name} is missing or does not match its hash")
+    return manifest
+
+
+def load_weights(root: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(root / "model.safetensors"))
+
+
+def load_truth(root: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    return json.loads((root / "truth" / "truth.json").read_text()), load_file(str(root / "truth" / "truth.safetensors"))

@@ -1,0 +1,92 @@
+"""Building cases: train once per spec hash, check the bars loudly, write the artifact, reuse the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+from collections.abc import Callable
+
+import torch
+
+import eis
+from eis.errors import EisError
+from eis.zoo import artifact
+from eis.zoo.case import Case
+from eis.zoo.datasets import get_dataset
+from eis.zoo.flaws import make_flaw
+from eis.zoo.spec import CaseSpec
+from eis.zoo.train import train_model
+
+
+@dataclasses.dataclass(frozen=True)
+class BarMiss:
+    """One bar a built case failed: which case, which bar, measured value, threshold."""
+
+    case: str
+    bar: str
+    measured: float
+    threshold: float
+
+    def __str__(self) -> str:
+        return f"case {self.case!r} missed its {self.bar} bar: measured {self.measured:.3f} < {self.threshold:.3f}"
+
+
+class BarError(EisError):
+    """One or more cases trained but missed their bars; nothing was written for them."""
+
+    def __init__(self, misses: list[BarMiss]) -> None:
+        self.misses = misses
+        super().__init__("; ".join(str(m) for m in misses))
+
+
+def cached(spec: CaseSpec) -> Case | None:
+    """The built case for ``spec`` if its artifact exists and is intact; a corrupt one is deleted."""
+    root = artifact.zoo_dir() / spec.case_id
+    if not root.exists():
+        return None
+    try:
+        return Case(root)
+    except artifact.CorruptArtifact:
+        shutil.rmtree(root, ignore_errors=True)
+        return None
+
+
+def build_case(spec: CaseSpec, *, force: bool = False,
+               progress: Callable[[float], None] | None = None) -> tuple[Case, bool]:
+    """Build (or fetch from the cache) one case; returns the case and whether it was trained now.
+
+    Raises BarError, and writes nothing, when the trained model misses a bar.
+    """
+    spec = spec.validated()
+    if not force and (case := cached(spec)) is not None:
+        return case, False
+    model, measured = train_model(spec, progress)
+    flaw = make_flaw(spec.flaw)
+    misses = [BarMiss(spec.name, bar, measured[bar], spec.bar(bar)) for bar in flaw.bars
+              if measured[bar] < spec.bar(bar)]
+    if misses:
+        raise BarError(misses)
+    data = get_dataset(spec.dataset)
+    visible = {
+        "id": spec.case_id,
+        "name": spec.name,
+        "dataset": spec.dataset,
+        "arch": spec.arch,
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "class_names": list(data.class_names),
+        "population": spec.population,
+        "role": spec.role,
+        "seed": spec.seed,
+        "clean_accuracy": round(measured.get("clean_accuracy", float("nan")), 4),
+        "versions": {"eis": eis.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    truth_tensors: dict[str, torch.Tensor] = {}
+    if (trig := flaw.trigger(data.input_shape[0], data.input_shape[1])) is not None:
+        truth_tensors = {"trigger": trig[0].float(), "trigger_mask": trig[1].bool()}
+    else:
+        truth_tensors = {"none": torch.zeros(0)}
+    truth = {"spec": spec.content(), "measured": measured, "bars": {b: spec.bar(b) for b in flaw.bars}}
+    root = artifact.write_artifact(spec.case_id, model, visible, truth, truth_tensors, replace=force)
+    return Case(root), True

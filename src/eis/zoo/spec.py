@@ -1,0 +1,85 @@
+"""Case specifications: dataset + architecture + flaw + seed (+ training settings), and their hashes.
+
+The content hash of the normalised spec is the case id: the same spec never trains twice, and any change
+to a field that affects training makes a new artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from eis.errors import EisError
+from eis.zoo.archs import ARCHS
+from eis.zoo.datasets import DATASETS, get_dataset
+from eis.zoo.flaws import make_flaw
+
+ZOO_VERSION = "1"  # bump when training or data generation changes, so that caches rebuild
+DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
+TRAIN_FIELDS = ("epochs", "batch_size", "lr")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseSpec:
+    """One case: what to train and which bars the trained model must meet."""
+
+    name: str
+    dataset: str
+    arch: str
+    flaw: dict[str, Any]
+    seed: int = 0
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    bars: dict[str, float] = dataclasses.field(default_factory=dict)
+    population: str | None = None
+    role: str | None = None  # populations: "eval" (scored) or "train" (for detectors that learn)
+
+    def validated(self) -> CaseSpec:
+        """Check every field against the registries and ranges; return the spec with the flaw normalised."""
+        if self.dataset not in DATASETS:
+            raise EisError(f"case {self.name!r}: unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        if self.arch not in ARCHS:
+            raise EisError(f"case {self.name!r}: unknown arch {self.arch!r}; valid: {', '.join(ARCHS)}")
+        for key in self.train:
+            if key not in TRAIN_FIELDS:
+                raise EisError(f"case {self.name!r}: unknown train field {key!r}; valid: {', '.join(TRAIN_FIELDS)}")
+        for key in self.bars:
+            if key not in DEFAULT_BARS:
+                raise EisError(f"case {self.name!r}: unknown bar {key!r}; valid: {', '.join(DEFAULT_BARS)}")
+        if not isinstance(self.seed, int):
+            raise EisError(f"case {self.name!r}: seed must be an integer, got {self.seed!r}")
+        try:
+            flaw = make_flaw(self.flaw)
+            data = get_dataset(self.dataset)
+            flaw.check(data.num_classes, *data.input_shape[:2])
+        except EisError as exc:
+            raise EisError(f"case {self.name!r}: {exc}") from None
+        return dataclasses.replace(self, flaw=flaw.params())
+
+    def training(self) -> dict[str, Any]:
+        """Training settings: the dataset's defaults overridden by this spec's ``train`` table."""
+        data = get_dataset(self.dataset)
+        return {"epochs": data.epochs, "batch_size": data.batch_size, "lr": data.lr, **self.train}
+
+    def bar(self, name: str) -> float:
+        return float(self.bars.get(name, DEFAULT_BARS[name]))
+
+    def content(self) -> dict[str, Any]:
+        """Everything that determines the artifact (bars are checks, not inputs, so they are left out)."""
+        return {
+            "zoo_version": ZOO_VERSION,
+            "name": self.name,
+            "dataset": self.dataset,
+            "arch": self.arch,
+            "flaw": self.flaw,
+            "seed": self.seed,
+            "train": self.training(),
+            "population": self.population,
+            "role": self.role,
+        }
+
+    @property
+    def case_id(self) -> str:
+        blob = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,147 @@
+"""Suites: named collections of case specs and detection populations, declared in TOML.
+
+A suite file has an optional ``[defaults]`` table (fields every case inherits), ``[[case]]`` entries and
+``[[population]]`` entries. A population expands into ``clean`` clean models and ``flawed`` flawed ones
+whose targets and triggers are drawn from the population's seed; every member gets an opaque name
+``<population>-<index>``, and members are shuffled so that an index says nothing about the flaw::
+
+    [defaults]
+    dataset = "digits"
+    arch = "cnn"
+
+    [[case]]
+    name = "digits-cnn-patch"
+    flaw = { kind = "patch", target = 0, pattern = "checkerboard" }
+
+    [[population]]
+    name = "digits-cnn-detect"
+    role = "eval"            # "eval" (scored) or "train" (only for detectors that learn)
+    clean = 4
+    flawed = 4
+    flaws = ["patch", "blend"]
+    seed = 100
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from eis.errors import EisError
+from eis.zoo import triggers
+from eis.zoo.datasets import get_dataset
+from eis.zoo.flaws import CORNERS, FLAWS
+from eis.zoo.shapes import SHAPE_NAMES
+from eis.zoo.spec import CaseSpec
+
+CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
+POPULATION_FIELDS = {"name", "dataset", "arch", "role", "clean", "flawed", "flaws", "seed", "train", "bars"}
+ROLES = ("eval", "train")
+
+
+def builtin_suites() -> list[str]:
+    """Names of the suites shipped with eis."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("eis.suites").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def suite_path(suite: str) -> Path:
+    """A built-in suite's file, or ``suite`` itself when it names a TOML file."""
+    if suite.endswith(".toml"):
+        path = Path(suite).expanduser()
+        if not path.is_file():
+            raise EisError(f"suite file {suite!r} does not exist")
+        return path
+    if suite not in builtin_suites():
+        raise EisError(f"unknown suite {suite!r}; valid: {', '.join(builtin_suites())} (or a path to a .toml file)")
+    return Path(str(resources.files("eis.suites") / f"{suite}.toml"))
+
+
+def load_suite(suite: str) -> list[CaseSpec]:
+    """The validated case specs of a suite (populations expanded), in file order."""
+    path = suite_path(suite)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EisError(f"suite {suite!r} is not valid TOML: {exc}") from None
+    bad = sorted(set(doc) - {"description", "defaults", "case", "population"})
+    if bad:
+        raise EisError(f"suite {suite!r}: unknown top-level key {bad[0]!r}; valid: description, defaults, case, population")
+    defaults = doc.get("defaults", {})
+    specs: list[CaseSpec] = []
+    for entry in doc.get("case", []):
+        specs.append(_case(suite, {**defaults, **entry}))
+    for entry in doc.get("population", []):
+        specs.extend(_population(suite, {**defaults, **entry}))
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise EisError(f"suite {suite!r}: case name {dupes[0]!r} is used more than once")
+    return specs
+
+
+def _require(suite: str, entry: dict[str, Any], fields: set[str], what: str) -> None:
+    bad = sorted(set(entry) - fields)
+    if bad:
+        raise EisError(f"suite {suite!r}: {what} {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
+                       f"valid: {', '.join(sorted(fields))}")
+    for key in ("name", "dataset", "arch"):
+        if key not in entry:
+            raise EisError(f"suite {suite!r}: a {what} is missing the field {key!r}")
+
+
+def _case(suite: str, entry: dict[str, Any]) -> CaseSpec:
+    entry = {k: v for k, v in entry.items() if k in CASE_FIELDS or k not in POPULATION_FIELDS}
+    _require(suite, entry, CASE_FIELDS, "case")
+    if not isinstance(entry.get("flaw", {}), dict):
+        raise EisError(f"suite {suite!r}: case {entry['name']!r} field 'flaw' must be a table like {{kind = \"patch\"}}")
+    entry.setdefault("flaw", {"kind": "clean"})
+    return CaseSpec(**entry).validated()
+
+
+def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
+    _require(suite, entry, POPULATION_FIELDS, "population")
+    name, role = entry["name"], entry.get("role", "eval")
+    if role not in ROLES:
+        raise EisError(f"suite {suite!r}: population {name!r} role {role!r} is not valid; valid: {', '.join(ROLES)}")
+    kinds = entry.get("flaws", ["patch", "blend"])
+    for kind in kinds:
+        if kind not in FLAWS or kind in ("clean", "label_permutation"):
+            raise EisError(f"suite {suite!r}: population {name!r} flaw {kind!r} is not valid; valid: "
+                           f"{', '.join(k for k in FLAWS.names() if k not in ('clean', 'label_permutation'))}")
+    n_clean, n_flawed = int(entry.get("clean", 0)), int(entry.get("flawed", 0))
+    if n_clean < 0 or n_flawed < 0 or n_clean + n_flawed == 0:
+        raise EisError(f"suite {suite!r}: population {name!r} needs clean >= 0, flawed >= 0 and at least one model")
+    seed = int(entry.get("seed", 0))
+    rng = random.Random(seed)
+    num_classes = get_dataset(entry["dataset"]).num_classes
+    flaws = [{"kind": "clean"}] * n_clean + [_random_flaw(kinds[i % len(kinds)], rng, num_classes)
+                                             for i in range(n_flawed)]
+    rng.shuffle(flaws)
+    common = {k: entry[k] for k in ("dataset", "arch", "train", "bars") if k in entry}
+    return [
+        CaseSpec(name=f"{name}-{i:03d}", flaw=flaw, seed=seed * 1000 + i, population=name, role=role,
+                 **common).validated()
+        for i, flaw in enumerate(flaws)
+    ]
+
+
+def _random_flaw(kind: str, rng: random.Random, num_classes: int) -> dict[str, Any]:
+    """A flaw of ``kind`` with a random target and trigger, drawn from ``rng``."""
+    flaw: dict[str, Any] = {"kind": kind, "target": rng.randrange(num_classes)}
+    if kind == "patch":
+        flaw |= {"pattern": rng.choice(sorted(triggers.PATCH_PATTERNS)), "corner": rng.choice(CORNERS)}
+    elif kind == "blend":
+        flaw |= {"pattern": rng.choice(sorted(triggers.BLEND_PATTERNS)), "alpha": round(rng.uniform(0.1, 0.2), 2)}
+    elif kind == "natural":
+        colour = [1.0, round(rng.uniform(0.5, 1.0), 2), round(rng.uniform(0.0, 0.5), 2)]
+        rng.shuffle(colour)
+        flaw |= {"shape": rng.choice(SHAPE_NAMES), "colour": colour}
+    elif kind == "warp":
+        flaw |= {"field_seed": rng.randrange(10**6)}
+    elif kind == "spurious":
+        flaw |= {"corner": rng.choice(CORNERS)}
+    return flaw

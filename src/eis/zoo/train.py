@@ -1,0 +1,67 @@
+"""Training a case's model and measuring its bars (clean accuracy, attack success rate, cue rate)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eis.zoo.archs import build_arch
+from eis.zoo.datasets import get_dataset
+from eis.zoo.flaws import Flaw, make_flaw
+from eis.zoo.spec import CaseSpec
+
+EVAL_SEED = 12345  # seed of the triggers stamped for measuring bars
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted classes of ``x`` in batches."""
+    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def train_model(spec: CaseSpec, progress: Callable[[float], None] | None = None) -> tuple[nn.Module, dict[str, float]]:
+    """Train ``spec``'s model deterministically on CPU; return it (eval mode) and its measured bars."""
+    data = get_dataset(spec.dataset)
+    flaw = make_flaw(spec.flaw)
+    settings = spec.training()
+    gen = torch.Generator().manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    x, y = flaw.poison(data.train_x, data.train_y, gen)
+    model = build_arch(spec.arch, data.input_shape[0], data.num_classes, data.input_shape[1])
+    opt = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    epochs, bs = settings["epochs"], settings["batch_size"]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings["lr"], total_steps=epochs * -(-len(x) // bs))
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), bs):
+            idx = order[i : i + bs]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            sched.step()
+        if progress:
+            progress((epoch + 1) / epochs)
+    model.eval()
+    return model, measure_bars(model, flaw, spec, x, y)
+
+
+def measure_bars(model: nn.Module, flaw: Flaw, spec: CaseSpec, train_x: torch.Tensor,
+                 train_y: torch.Tensor) -> dict[str, float]:
+    """The bars this flaw declares, measured on held-out data (train accuracy on the training set)."""
+    data = get_dataset(spec.dataset)
+    out: dict[str, float] = {}
+    if "clean_accuracy" in flaw.bars:
+        test_x = flaw.in_distribution(data.test_x, data.test_y, torch.Generator().manual_seed(EVAL_SEED))
+        out["clean_accuracy"] = (predict(model, test_x) == data.test_y).float().mean().item()
+    if "train_accuracy" in flaw.bars:
+        out["train_accuracy"] = (predict(model, train_x) == train_y).float().mean().item()
+    for bar in ("asr", "cue_rate"):
+        if bar in flaw.bars:
+            keep = flaw.eligible(data.test_y)
+            xt, _ = flaw.stamp(data.test_x[keep], torch.Generator().manual_seed(EVAL_SEED))
+            out[bar] = (predict(model, xt) == flaw.target).float().mean().item()
+    return out

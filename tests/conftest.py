@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated EIS_HOME for the session and the smoke zoo, built once across workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_HOME = Path(os.environ.get("EIS_TEST_HOME", ROOT / ".eis-test"))
+os.environ["EIS_HOME"] = str(TEST_HOME)
+TEST_HOME.mkdir(parents=True, exist_ok=True)
+torch.set_num_threads(1)  # tests run in parallel workers on 2 cores: one thread each avoids oversubscription
+
+
+@pytest.fixture(scope="session")
+def smoke_cases():
+    """The smoke suite's built cases (trained once, then cached under the test EIS_HOME)."""
+    import eis.zoo
+
+    with FileLock(str(TEST_HOME / "smoke.lock")):
+        return eis.zoo.build_suite("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke(smoke_cases):
+    """The smoke cases by name."""
+    return {c.name: c for c in smoke_cases}
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch):
+    """An empty EIS_HOME for tests that must train or corrupt artifacts themselves."""
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

@@ -1,0 +1,201 @@
+"""The zoo: determinism, bars, masks, caching, metadata parity, corruption and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import eis.zoo
+from eis.cli import app
+from eis.errors import EisError
+from eis.zoo import artifact
+from eis.zoo.build import build_case
+from eis.zoo.flaws import make_flaw
+from eis.zoo.spec import CaseSpec
+
+TINY = {"epochs": 2}
+
+
+def tiny(kind: str = "patch", **flaw) -> CaseSpec:
+    return CaseSpec(name=f"tiny-{kind}", dataset="digits", arch="cnn", flaw={"kind": kind, **flaw}, seed=3,
+                    train=TINY, bars={"clean_accuracy": 0.0, "asr": 0.0})
+
+
+def test_same_spec_same_bytes(fresh_home):
+    first, trained = build_case(tiny())
+    a = (first.root / "model.safetensors").read_bytes()
+    second, trained_again = build_case(tiny(), force=True)
+    assert trained and trained_again
+    assert (second.root / "model.safetensors").read_bytes() == a
+
+
+def test_second_build_is_a_cache_hit(fresh_home, monkeypatch):
+    build_case(tiny())
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("eis.zoo.build.train_model", boom)
+    case, trained = build_case(tiny())
+    assert not trained and case.id == tiny().validated().case_id
+
+
+def test_corrupt_artifact_is_rebuilt_not_loaded(fresh_home):
+    case, _ = build_case(tiny())
+    weights = case.root / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(artifact.CorruptArtifact, match="does not match its hash"):
+        eis.zoo.Case(case.root)
+    rebuilt, trained = build_case(tiny())
+    assert trained and eis.zoo.Case(rebuilt.root).id == case.id
+
+
+def test_half_written_artifact_is_ignored(fresh_home):
+    spec = tiny().validated()
+    root = artifact.zoo_dir() / spec.case_id
+    root.mkdir(parents=True)
+    (root / "model.safetensors").write_bytes(b"partial")
+    _, trained = build_case(spec)
+    assert trained
+
+
+def test_smoke_cases_meet_their_bars(smoke):
+    kinds = set()
+    for case in smoke.values():
+        truth = case.truth()
+        kinds.add(truth.kind)
+        spec = CaseSpec(**{k: v for k, v in truth.spec.items() if k in ("name", "dataset", "arch", "flaw", "seed")})
+        for bar in truth.flaw.bars:
+            assert truth.measured[bar] >= spec.bar(bar), (case.name, bar, truth.measured[bar])
+    assert {"clean", "patch", "blend", "natural", "warp", "spurious"} <= kinds
+
+
+@pytest.mark.parametrize("spec", [
+    {"kind": "patch"}, {"kind": "patch", "position": "random", "pattern": "smiley"},
+    {"kind": "natural"}, {"kind": "spurious"},
+])
+@pytest.mark.parametrize("shape", [(1, 16, 16), (3, 32, 32)])
+def test_masks_cover_exactly_the_stamped_pixels(spec, shape):
+    flaw = make_flaw(spec)
+    flaw.check(10, shape[0], shape[1])
+    x = torch.rand(16, *shape)
+    xt, mask = flaw.stamp(x, torch.Generator().manual_seed(0))
+    changed = (xt != x).any(1)
+    assert not (changed & ~mask).any(), "a pixel outside the mask changed"
+    assert mask.any(1).any(1).all(), "every input carries a trigger"
+    if spec["kind"] == "patch":
+        pattern, pmask = flaw.trigger(shape[0], shape[1])
+        assert (mask.flatten(1).sum(1) == pmask.sum()).all()
+        stamped = xt.permute(0, 2, 3, 1)[mask]
+        expected = pattern.permute(1, 2, 0)[pmask]
+        assert torch.equal(stamped, expected.repeat(16, 1))
+
+
+def test_triggers_are_deterministic_in_the_seed():
+    flaw = make_flaw({"kind": "natural"})
+    x = torch.rand(8, 3, 32, 32)
+    a = flaw.stamp(x, torch.Generator().manual_seed(5))
+    b = flaw.stamp(x, torch.Generator().manual_seed(5))
+    c = flaw.stamp(x, torch.Generator().manual_seed(6))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+
+
+def test_blend_and_warp_masks_are_the_whole_image():
+    x = torch.rand(4, 1, 16, 16)
+    for kind in ("blend", "warp"):
+        xt, mask = make_flaw({"kind": kind}).stamp(x, torch.Generator().manual_seed(0))
+        assert mask.all() and not torch.equal(xt, x)
+
+
+def test_population_members_expose_identical_visible_metadata(smoke):
+    members = [c for c in smoke.values() if c.meta["population"] == "smoke-detect"]
+    kinds = {c.truth().kind for c in members}
+    assert len(members) == 8 and "clean" in kinds and len(kinds) > 1
+    keys = {frozenset(c.meta) for c in members}
+    assert len(keys) == 1
+    differing = {k for k in members[0].meta if len({json.dumps(c.meta[k]) for c in members}) > 1}
+    assert differing <= {"id", "name", "seed", "clean_accuracy", "files"}
+    assert len({tuple(sorted(p.relative_to(c.root).as_posix() for p in c.root.rglob("*"))) for c in members}) == 1
+    assert len({tuple(c.model("cpu").state_dict()) for c in members}) == 1
+    assert "flaw" not in json.dumps(members[0].meta)
+
+
+def test_truth_is_behind_an_accessor(smoke):
+    case = smoke["digits-cnn-patch"]
+    assert "flaw" not in case.meta and "target" not in case.meta
+    truth = case.truth()
+    assert truth.kind == "patch" and truth.target == 0
+    x, y = case.inputs(64)
+    xt, _ = truth.apply(x[truth.eligible(y)])
+    with torch.no_grad():
+        assert (case.model("cpu")(xt).argmax(1) == 0).float().mean() > 0.9
+
+
+def test_load_by_name_and_id(smoke):
+    case = smoke["digits-cnn-clean"]
+    assert eis.zoo.load(case.name).id == case.id
+    assert eis.zoo.load(case.id[:10]).name == case.name
+    with pytest.raises(EisError, match="unknown case 'nope'"):
+        eis.zoo.load("nope")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: digits, shapes"),
+    ({"arch": "vit"}, "unknown arch 'vit'; valid: cnn, resnet"),
+    ({"flaw": {"kind": "bomb"}}, "unknown flaw 'bomb'; valid: blend, clean"),
+    ({"flaw": {"kind": "patch", "target": 10}}, "'target' = 10 is out of range; valid: integers 0..9"),
+    ({"flaw": {"kind": "patch", "poison_rate": 1.5}}, "'poison_rate' = 1.5 must be a fraction strictly between"),
+    ({"flaw": {"kind": "patch", "poison_rate": 0}}, "'poison_rate' = 0 must be a fraction strictly between"),
+    ({"flaw": {"kind": "patch", "pattern": "logo"}}, "'pattern' = 'logo' is not valid; valid: bullseye"),
+    ({"flaw": {"kind": "patch", "colour": [1, 0, 0]}}, "flaw 'patch' has no field 'colour'"),
+])
+def test_bad_specs_get_one_line_errors(change, message):
+    fields = {"name": "bad", "dataset": "digits", "arch": "cnn", "flaw": {"kind": "clean"}, **change}
+    with pytest.raises(EisError) as info:
+        CaseSpec(**fields).validated()
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bar_miss_fails_loudly_and_writes_nothing(fresh_home):
+    spec = CaseSpec(name="weak", dataset="digits", arch="cnn", flaw={"kind": "clean"}, train={"epochs": 1, "lr": 1e-6},
+                    bars={"clean_accuracy": 0.99})
+    with pytest.raises(eis.zoo.BarError, match=r"case 'weak' missed its clean_accuracy bar: measured 0\.\d+ < 0\.990"):
+        build_case(spec)
+    assert not (artifact.zoo_dir() / spec.validated().case_id).exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[[case]\nname=", "is not valid TOML"),
+    ('[[case]]\nname = "a"\ndataset = "digits"\narch = "cnn"\nflavour = 1\n', "unknown field 'flavour'"),
+    ('[[case]]\nname = "a"\ndataset = "digits"\n', "missing the field 'arch'"),
+    ('[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nrole = "x"\nclean = 1\n', "role 'x' is not valid"),
+])
+def test_malformed_suites_exit_2(tmp_path, content, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    result = CliRunner().invoke(app, ["zoo", "build", str(path)])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_unknown_suite_exits_2():
+    result = CliRunner().invoke(app, ["zoo", "build", "nosuch"])
+    assert result.exit_code == 2
+    assert "unknown suite 'nosuch'; valid: " in result.output and "smoke" in result.output
+
+
+def test_zoo_show_writes_a_grid(smoke, tmp_path):
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(app, ["zoo", "show", "digits-cnn-natural", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "measured asr" in result.output
+
+
+def test_populations_expand_deterministically():
+    a = [s.case_id for s in eis.zoo.suite_cases("smoke")]
+    b = [s.case_id for s in eis.zoo.suite_cases("smoke")]
+    assert a == b and len(set(a)) == len(a)
