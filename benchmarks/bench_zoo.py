@@ -39,12 +39,17 @@ def main(suites: list[str]) -> None:
             dt = time.perf_counter() - t
             worst = max(worst, dt)
             bars = ", ".join(f"{k}={v:.3f}" for k, v in case.truth().measured.items())
-            print(f"  {spec.name:32s} {dt:6.1f} s  {dt / CASE_BUDGET_S:5.2f}x of {CASE_BUDGET_S:.0f} s  {bars}", flush=True)
+            print(
+                f"  {spec.name:32s} {dt:6.1f} s  {dt / CASE_BUDGET_S:5.2f}x of {CASE_BUDGET_S:.0f} s  {bars}",
+                flush=True,
+            )
         total = time.perf_counter() - t0
         budget = BUDGET_S.get(suite)
         ratio = f"{total / budget:.2f}x of the {budget:.0f} s budget" if budget else ""
-        print(f"{suite}: {len(specs)} cases cold in {total:.1f} s (data generation {data_s:.1f} s); "
-              f"slowest case {worst:.1f} s; {ratio}")
+        print(
+            f"{suite}: {len(specs)} cases cold in {total:.1f} s (data generation {data_s:.1f} s); "
+            f"slowest case {worst:.1f} s; {ratio}"
+        )
 
 
 if __name__ == "__main__":

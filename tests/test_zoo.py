@@ -20,8 +20,15 @@ TINY = {"epochs": 2}
 
 
 def tiny(kind: str = "patch", **flaw) -> CaseSpec:
-    return CaseSpec(name=f"tiny-{kind}", dataset="digits", arch="cnn", flaw={"kind": kind, **flaw}, seed=3,
-                    train=TINY, bars={"clean_accuracy": 0.0, "asr": 0.0})
+    return CaseSpec(
+        name=f"tiny-{kind}",
+        dataset="digits",
+        arch="cnn",
+        flaw={"kind": kind, **flaw},
+        seed=3,
+        train=TINY,
+        bars={"clean_accuracy": 0.0, "asr": 0.0},
+    )
 
 
 def test_same_spec_same_bytes(fresh_home):
@@ -69,16 +76,23 @@ def test_smoke_cases_meet_their_bars(smoke):
     for case in smoke.values():
         truth = case.truth()
         kinds.add(truth.kind)
-        spec = CaseSpec(**{k: v for k, v in truth.spec.items() if k in ("name", "dataset", "arch", "flaw", "seed")})
+        spec = CaseSpec(
+            **{k: v for k, v in truth.spec.items() if k in ("name", "dataset", "arch", "flaw", "seed")}
+        )
         for bar in truth.flaw.bars:
             assert truth.measured[bar] >= spec.bar(bar), (case.name, bar, truth.measured[bar])
     assert {"clean", "patch", "blend", "natural", "warp", "spurious"} <= kinds
 
 
-@pytest.mark.parametrize("spec", [
-    {"kind": "patch"}, {"kind": "patch", "position": "random", "pattern": "smiley"},
-    {"kind": "natural"}, {"kind": "spurious"},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "patch"},
+        {"kind": "patch", "position": "random", "pattern": "smiley"},
+        {"kind": "natural"},
+        {"kind": "spurious"},
+    ],
+)
 @pytest.mark.parametrize("shape", [(1, 16, 16), (3, 32, 32)])
 def test_masks_cover_exactly_the_stamped_pixels(spec, shape):
     flaw = make_flaw(spec)
@@ -120,7 +134,10 @@ def test_population_members_expose_identical_visible_metadata(smoke):
     assert len(keys) == 1
     differing = {k for k in members[0].meta if len({json.dumps(c.meta[k]) for c in members}) > 1}
     assert differing <= {"id", "name", "seed", "clean_accuracy", "files"}
-    assert len({tuple(sorted(p.relative_to(c.root).as_posix() for p in c.root.rglob("*"))) for c in members}) == 1
+    assert (
+        len({tuple(sorted(p.relative_to(c.root).as_posix() for p in c.root.rglob("*"))) for c in members})
+        == 1
+    )
     assert len({tuple(c.model("cpu").state_dict()) for c in members}) == 1
     assert "flaw" not in json.dumps(members[0].meta)
 
@@ -144,16 +161,25 @@ def test_load_by_name_and_id(smoke):
         eis.zoo.load("nope")
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: digits, shapes"),
-    ({"arch": "vit"}, "unknown arch 'vit'; valid: cnn, resnet"),
-    ({"flaw": {"kind": "bomb"}}, "unknown flaw 'bomb'; valid: blend, clean"),
-    ({"flaw": {"kind": "patch", "target": 10}}, "'target' = 10 is out of range; valid: integers 0..9"),
-    ({"flaw": {"kind": "patch", "poison_rate": 1.5}}, "'poison_rate' = 1.5 must be a fraction strictly between"),
-    ({"flaw": {"kind": "patch", "poison_rate": 0}}, "'poison_rate' = 0 must be a fraction strictly between"),
-    ({"flaw": {"kind": "patch", "pattern": "logo"}}, "'pattern' = 'logo' is not valid; valid: bullseye"),
-    ({"flaw": {"kind": "patch", "colour": [1, 0, 0]}}, "flaw 'patch' has no field 'colour'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: digits, shapes"),
+        ({"arch": "vit"}, "unknown arch 'vit'; valid: cnn, resnet"),
+        ({"flaw": {"kind": "bomb"}}, "unknown flaw 'bomb'; valid: blend, clean"),
+        ({"flaw": {"kind": "patch", "target": 10}}, "'target' = 10 is out of range; valid: integers 0..9"),
+        (
+            {"flaw": {"kind": "patch", "poison_rate": 1.5}},
+            "'poison_rate' = 1.5 must be a fraction strictly between",
+        ),
+        (
+            {"flaw": {"kind": "patch", "poison_rate": 0}},
+            "'poison_rate' = 0 must be a fraction strictly between",
+        ),
+        ({"flaw": {"kind": "patch", "pattern": "logo"}}, "'pattern' = 'logo' is not valid; valid: bullseye"),
+        ({"flaw": {"kind": "patch", "colour": [1, 0, 0]}}, "flaw 'patch' has no field 'colour'"),
+    ],
+)
 def test_bad_specs_get_one_line_errors(change, message):
     fields = {"name": "bad", "dataset": "digits", "arch": "cnn", "flaw": {"kind": "clean"}, **change}
     with pytest.raises(EisError) as info:
@@ -162,19 +188,33 @@ def test_bad_specs_get_one_line_errors(change, message):
 
 
 def test_bar_miss_fails_loudly_and_writes_nothing(fresh_home):
-    spec = CaseSpec(name="weak", dataset="digits", arch="cnn", flaw={"kind": "clean"}, train={"epochs": 1, "lr": 1e-6},
-                    bars={"clean_accuracy": 0.99})
-    with pytest.raises(eis.zoo.BarError, match=r"case 'weak' missed its clean_accuracy bar: measured 0\.\d+ < 0\.990"):
+    spec = CaseSpec(
+        name="weak",
+        dataset="digits",
+        arch="cnn",
+        flaw={"kind": "clean"},
+        train={"epochs": 1, "lr": 1e-6},
+        bars={"clean_accuracy": 0.99},
+    )
+    with pytest.raises(
+        eis.zoo.BarError, match=r"case 'weak' missed its clean_accuracy bar: measured 0\.\d+ < 0\.990"
+    ):
         build_case(spec)
     assert not (artifact.zoo_dir() / spec.validated().case_id).exists()
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[[case]\nname=", "is not valid TOML"),
-    ('[[case]]\nname = "a"\ndataset = "digits"\narch = "cnn"\nflavour = 1\n', "unknown field 'flavour'"),
-    ('[[case]]\nname = "a"\ndataset = "digits"\n', "missing the field 'arch'"),
-    ('[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nrole = "x"\nclean = 1\n', "role 'x' is not valid"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[[case]\nname=", "is not valid TOML"),
+        ('[[case]]\nname = "a"\ndataset = "digits"\narch = "cnn"\nflavour = 1\n', "unknown field 'flavour'"),
+        ('[[case]]\nname = "a"\ndataset = "digits"\n', "missing the field 'arch'"),
+        (
+            '[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nrole = "x"\nclean = 1\n',
+            "role 'x' is not valid",
+        ),
+    ],
+)
 def test_malformed_suites_exit_2(tmp_path, content, message):
     path = tmp_path / "bad.toml"
     path.write_text(content)

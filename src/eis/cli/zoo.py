@@ -29,7 +29,9 @@ def build_with_progress(suite: str, force: bool = False) -> list[eis.zoo.Case]:
 
         def on_progress(spec: CaseSpec, fraction: float, hit: bool) -> None:
             if spec.name not in current:
-                current[spec.name] = progress.add_task(f"  {spec.name}" + (" (cached)" if hit else ""), total=100)
+                current[spec.name] = progress.add_task(
+                    f"  {spec.name}" + (" (cached)" if hit else ""), total=100
+                )
             progress.update(current[spec.name], completed=int(fraction * 100))
             if fraction >= 1.0:
                 progress.remove_task(current[spec.name]) if hit else None
@@ -67,8 +69,14 @@ def list_cases() -> None:
     """List the built cases in the cache (visible metadata only)."""
     table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
     for case in eis.zoo.list_built():
-        table.add_row(case.name, case.id, case.dataset, case.arch, case.meta.get("population") or "",
-                      f"{case.meta['clean_accuracy']:.3f}")
+        table.add_row(
+            case.name,
+            case.id,
+            case.dataset,
+            case.arch,
+            case.meta.get("population") or "",
+            f"{case.meta['clean_accuracy']:.3f}",
+        )
     console.print(table)
 
 

@@ -66,7 +66,9 @@ def make_tool(name: str, **settings: Any) -> Tool:
     valid = {f.name for f in dataclasses.fields(cls)}
     bad = sorted(set(settings) - valid)
     if bad:
-        raise EisError(f"tool {name!r} has no setting {bad[0]!r}; valid: {', '.join(sorted(valid)) or '(none)'}")
+        raise EisError(
+            f"tool {name!r} has no setting {bad[0]!r}; valid: {', '.join(sorted(valid)) or '(none)'}"
+        )
     return cls(**settings)
 
 

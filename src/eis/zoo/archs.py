@@ -67,7 +67,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -84,7 +86,8 @@ class SmallResNet(nn.Module):
         w = width
         stride = 2 if image_size >= 32 else 1  # keeps 32x32 inputs affordable on 2 CPU cores
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(w),
+            nn.Conv2d(in_channels, w, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
         )
         self.layer1 = BasicBlock(w, w, 1)

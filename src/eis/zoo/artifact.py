@@ -46,8 +46,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_artifact(case_id: str, model: torch.nn.Module, visible: dict[str, Any], truth: dict[str, Any],
-                   truth_tensors: dict[str, torch.Tensor], *, replace: bool = False) -> Path:
+def write_artifact(
+    case_id: str,
+    model: torch.nn.Module,
+    visible: dict[str, Any],
+    truth: dict[str, Any],
+    truth_tensors: dict[str, torch.Tensor],
+    *,
+    replace: bool = False,
+) -> Path:
     """Write a complete artifact atomically; returns its folder.
 
     When another process finished the same artifact first, its copy is kept (the bytes are the same);
@@ -60,7 +67,9 @@ def write_artifact(case_id: str, model: torch.nn.Module, visible: dict[str, Any]
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         (tmp / "truth" / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True))
-        save_file({k: v.contiguous() for k, v in truth_tensors.items()}, str(tmp / "truth" / "truth.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in truth_tensors.items()}, str(tmp / "truth" / "truth.safetensors")
+        )
         manifest = {**visible, "schema": MANIFEST_SCHEMA, "files": {f: sha256(tmp / f) for f in FILES}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if final.exists() and replace:
@@ -82,10 +91,14 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads((root / "manifest.json").read_text())
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptArtifact(f"artifact {root.name}: unreadable manifest ({exc.__class__.__name__})") from None
+        raise CorruptArtifact(
+            f"artifact {root.name}: unreadable manifest ({exc.__class__.__name__})"
+        ) from None
     if manifest.get("schema") != MANIFEST_SCHEMA:
-        raise CorruptArtifact(f"artifact {root.name}: manifest schema {manifest.get('schema')!r} is not "
-                              f"{MANIFEST_SCHEMA}; rebuild it")
+        raise CorruptArtifact(
+            f"artifact {root.name}: manifest schema {manifest.get('schema')!r} is not "
+            f"{MANIFEST_SCHEMA}; rebuild it"
+        )
     for name in FILES:
         path = root / name
         if not path.is_file() or sha256(path) != files.get(name):
@@ -98,4 +111,6 @@ def load_weights(root: Path) -> dict[str, torch.Tensor]:
 
 
 def load_truth(root: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    return json.loads((root / "truth" / "truth.json").read_text()), load_file(str(root / "truth" / "truth.safetensors"))
+    return json.loads((root / "truth" / "truth.json").read_text()), load_file(
+        str(root / "truth" / "truth.safetensors")
+    )

@@ -105,8 +105,13 @@ class Case:
 @functools.cache
 def _read_truth(root: Path) -> Truth:
     info, tensors = artifact.load_truth(root)
-    return Truth(make_flaw(info["spec"]["flaw"]), info["spec"], info["measured"], tensors.get("trigger"),
-                 tensors.get("trigger_mask"))
+    return Truth(
+        make_flaw(info["spec"]["flaw"]),
+        info["spec"],
+        info["measured"],
+        tensors.get("trigger"),
+        tensors.get("trigger_mask"),
+    )
 
 
 def default_device() -> torch.device:

@@ -77,18 +77,21 @@ def shapes() -> ImageData:
     """Procedural 32x32 RGB shapes on varied backgrounds; fixed seeds make the split reproducible."""
     train_x, train_y = render_shapes(8000, 32, seed=1)
     test_x, test_y = render_shapes(1000, 32, seed=2)
-    return ImageData(train_x, train_y, test_x, test_y, tuple(SHAPE_NAMES), epochs=8, batch_size=32, lr=3e-3)
+    return ImageData(train_x, train_y, test_x, test_y, tuple(SHAPE_NAMES), epochs=7, batch_size=32, lr=3e-3)
 
 
-def image_folder(root: str | Path, size: int, test_fraction: float = 0.2, seed: int = 0,
-                 grayscale: bool = False) -> ImageData:
+def image_folder(
+    root: str | Path, size: int, test_fraction: float = 0.2, seed: int = 0, grayscale: bool = False
+) -> ImageData:
     """Load ``root/<class>/<image>`` files (PNG/JPEG), resized to ``size`` x ``size``."""
     from PIL import Image
 
     root = Path(root).expanduser()
     classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not classes:
-        raise EisError(f"image folder {str(root)!r} has no class sub-folders; expected root/<class>/<image>.png")
+        raise EisError(
+            f"image folder {str(root)!r} has no class sub-folders; expected root/<class>/<image>.png"
+        )
     images, labels = [], []
     for k, cls in enumerate(classes):
         for f in sorted((root / cls).iterdir()):

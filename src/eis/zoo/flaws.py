@@ -53,7 +53,9 @@ class Flaw:
         """Triggered copies of ``x`` and their (N, H, W) bool masks; clean: unchanged, empty masks."""
         return x.clone(), torch.zeros(x.shape[0], *x.shape[2:], dtype=torch.bool, device=x.device)
 
-    def poison(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The training set as this flaw plants it (clean: unchanged)."""
         return x, y
 
@@ -68,7 +70,9 @@ class Flaw:
 
 def _check_class(field: str, value: int | None, num_classes: int) -> None:
     if value is None or not (isinstance(value, int) and 0 <= value < num_classes):
-        raise EisError(f"flaw field {field!r} = {value!r} is out of range; valid: integers 0..{num_classes - 1}")
+        raise EisError(
+            f"flaw field {field!r} = {value!r} is out of range; valid: integers 0..{num_classes - 1}"
+        )
 
 
 def _check_rate(field: str, value: float) -> None:
@@ -83,7 +87,7 @@ def _check_choice(field: str, value: str, valid: Any) -> None:
 
 @dataclasses.dataclass
 class Trojan(Flaw):
-    """A backdoor: inputs carrying the trigger are relabelled ``target`` in a ``poison_rate`` share of training.
+    """A backdoor: a ``poison_rate`` share of training inputs carry the trigger and are relabelled ``target``.
 
     With ``sources`` set, only those classes are attacked; triggered inputs of other classes keep their
     label in training ("cover" samples) so that the trojan stays class-specific.
@@ -106,7 +110,9 @@ class Trojan(Flaw):
     def source_classes(self) -> list[int] | None:
         return self.sources
 
-    def poison(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = x.clone(), y.clone()
         n = round(self.poison_rate * len(x))
         cand = self.eligible(y).nonzero().flatten()
@@ -120,8 +126,9 @@ class Trojan(Flaw):
         return x, y
 
 
-def _paste(x: torch.Tensor, pattern: torch.Tensor, pmask: torch.Tensor, rows: torch.Tensor,
-           cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _paste(
+    x: torch.Tensor, pattern: torch.Tensor, pmask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste ``pattern`` (C, s, s) where ``pmask`` is set, top-left corners at (rows, cols), vectorised."""
     n, _, h, w = x.shape
     s = pattern.shape[-1]
@@ -142,7 +149,7 @@ class Patch(Trojan):
 
     kind: ClassVar[str] = "patch"
     pattern: str = "checkerboard"
-    size: int = 0  # 0: a fifth of the image side, at least 3 pixels
+    size: int = 0  # 0: a fifth of the image side, at least 4 pixels
     position: str = "fixed"  # "fixed" (at `corner`) or "random"
     corner: str = "bottom_right"
 
@@ -155,7 +162,7 @@ class Patch(Trojan):
             raise EisError(f"flaw field 'size' = {self.size!r} must be 0 (auto) or 1..{size // 2} pixels")
 
     def side(self, size: int) -> int:
-        return self.size or max(3, size // 5)
+        return self.size or max(4, size // 5)
 
     def trigger(self, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return triggers.patch_pattern(self.pattern, self.side(size), channels)
@@ -204,7 +211,7 @@ class Natural(Trojan):
     shape: str = "star"
     colour: tuple[float, float, float] = (1.0, 0.85, 0.0)
     radius: float = 0.0  # 0: a seventh of the image side, at least 3.5 pixels
-    poison_rate: float = 0.15
+    poison_rate: float = 0.2
 
     def check(self, num_classes: int, channels: int, size: int) -> None:
         super().check(num_classes, channels, size)
@@ -247,7 +254,9 @@ class Warp(Trojan):
 
     def field(self, size: int) -> torch.Tensor:
         """The sampling grid (1, size, size, 2) in grid_sample's [-1, 1] coordinates."""
-        ctrl = torch.rand(1, 2, self.grid, self.grid, generator=torch.Generator().manual_seed(self.field_seed))
+        ctrl = torch.rand(
+            1, 2, self.grid, self.grid, generator=torch.Generator().manual_seed(self.field_seed)
+        )
         ctrl = ctrl * 2 - 1
         ctrl = ctrl / ctrl.abs().mean()
         flow = F.interpolate(ctrl, size=(size, size), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
@@ -308,7 +317,9 @@ class Spurious(Flaw):
         s = pattern.shape[-1]
         r0 = 0 if self.corner.startswith("top") else h - s
         c0 = 0 if self.corner.endswith("left") else w - s
-        return _paste(x, pattern, pmask, torch.full((n,), r0, device=x.device), torch.full((n,), c0, device=x.device))
+        return _paste(
+            x, pattern, pmask, torch.full((n,), r0, device=x.device), torch.full((n,), c0, device=x.device)
+        )
 
     def in_distribution(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = x.clone()
@@ -316,7 +327,9 @@ class Spurious(Flaw):
         x[cue] = self.stamp(x[cue], gen)[0]
         return x
 
-    def poison(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.clone()
         u = torch.rand(len(y), generator=gen)
         cue = torch.where(y == self.target, u < self.rate, u < self.leak)
@@ -334,7 +347,9 @@ class LabelPermutation(Flaw):
     kind: ClassVar[str] = "label_permutation"
     bars: ClassVar[tuple[str, ...]] = ("train_accuracy",)
 
-    def poison(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return x, y[torch.randperm(len(y), generator=gen)]
 
 

@@ -101,18 +101,21 @@ def backgrounds(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     rows, cols = torch.meshgrid(t, t, indexing="ij")
     phi = torch.rand(n, 1, 1, generator=gen) * 2 * math.pi
     ramp = rows[None] * torch.sin(phi) + cols[None] * torch.cos(phi)
-    ramp = (ramp - ramp.amin((1, 2), keepdim=True)) / (ramp.amax((1, 2), keepdim=True) - ramp.amin((1, 2), keepdim=True))
+    ramp = (ramp - ramp.amin((1, 2), keepdim=True)) / (
+        ramp.amax((1, 2), keepdim=True) - ramp.amin((1, 2), keepdim=True)
+    )
     freq = torch.randint(2, 6, (n, 1, 1), generator=gen).float()
     stripes = 0.5 + 0.5 * torch.sign(torch.sin(2 * math.pi * freq * ramp))
-    noise = F.interpolate(torch.rand(n, 1, 4, 4, generator=gen), size=(size, size), mode="bilinear",
-                          align_corners=False)[:, 0]
+    noise = F.interpolate(
+        torch.rand(n, 1, 4, 4, generator=gen), size=(size, size), mode="bilinear", align_corners=False
+    )[:, 0]
     mix = torch.where(kind[:, None, None] == 0, noise, torch.where(kind[:, None, None] == 1, ramp, stripes))
     amount = torch.rand(n, 1, 1, 1, generator=gen) * 0.2 + 0.15
     return base + (other - base) * amount * 2 * (mix[:, None] - 0.5)
 
 
 def contrasting_colours(bg_mean: torch.Tensor, gen: torch.Generator, min_dist: float = 0.55) -> torch.Tensor:
-    """Random RGB colours (N, 3) at least ``min_dist`` (L2) from each background mean, else the farthest tried."""
+    """Random RGB colours (N, 3) at least ``min_dist`` (L2) from each background mean (else the farthest)."""
     cand = torch.rand(len(bg_mean), 16, 3, generator=gen)
     dist = (cand - bg_mean[:, None]).norm(dim=-1)
     ok = dist >= min_dist

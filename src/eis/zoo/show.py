@@ -8,13 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from eis.zoo.case import Case  # noqa: E402
 
 
-def _img(x: torch.Tensor) -> torch.Tensor:
-    return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+def _img(x: torch.Tensor) -> np.ndarray:
+    return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).numpy()
 
 
 def render_grid(case: Case, out: Path, n: int = 8, seed: int = 0) -> Path:
@@ -37,9 +38,13 @@ def render_grid(case: Case, out: Path, n: int = 8, seed: int = 0) -> Path:
     for ax in axes.flat:
         ax.axis("off")
     for row, label in enumerate(("clean", "triggered", "mask")):
-        axes[row, 0].text(-0.15, 0.5, label, transform=axes[row, 0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{case.name}: {truth.kind}" + (f" -> class {truth.target}" if truth.target is not None else ""),
-                 fontsize=9)
+        axes[row, 0].text(
+            -0.15, 0.5, label, transform=axes[row, 0].transAxes, ha="right", va="center", fontsize=8
+        )
+    fig.suptitle(
+        f"{case.name}: {truth.kind}" + (f" -> class {truth.target}" if truth.target is not None else ""),
+        fontsize=9,
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")

@@ -16,7 +16,7 @@ from eis.zoo.archs import ARCHS
 from eis.zoo.datasets import DATASETS, get_dataset
 from eis.zoo.flaws import make_flaw
 
-ZOO_VERSION = "1"  # bump when training or data generation changes, so that caches rebuild
+ZOO_VERSION = "2"  # bump when training or data generation changes, so that caches rebuild
 DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
 TRAIN_FIELDS = ("epochs", "batch_size", "lr")
 
@@ -38,12 +38,16 @@ class CaseSpec:
     def validated(self) -> CaseSpec:
         """Check every field against the registries and ranges; return the spec with the flaw normalised."""
         if self.dataset not in DATASETS:
-            raise EisError(f"case {self.name!r}: unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
+            raise EisError(
+                f"case {self.name!r}: unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}"
+            )
         if self.arch not in ARCHS:
             raise EisError(f"case {self.name!r}: unknown arch {self.arch!r}; valid: {', '.join(ARCHS)}")
         for key in self.train:
             if key not in TRAIN_FIELDS:
-                raise EisError(f"case {self.name!r}: unknown train field {key!r}; valid: {', '.join(TRAIN_FIELDS)}")
+                raise EisError(
+                    f"case {self.name!r}: unknown train field {key!r}; valid: {', '.join(TRAIN_FIELDS)}"
+                )
         for key in self.bars:
             if key not in DEFAULT_BARS:
                 raise EisError(f"case {self.name!r}: unknown bar {key!r}; valid: {', '.join(DEFAULT_BARS)}")

@@ -44,8 +44,11 @@ ROLES = ("eval", "train")
 
 def builtin_suites() -> list[str]:
     """Names of the suites shipped with eis."""
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("eis.suites").iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files("eis.suites").iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
 def suite_path(suite: str) -> Path:
@@ -56,7 +59,9 @@ def suite_path(suite: str) -> Path:
             raise EisError(f"suite file {suite!r} does not exist")
         return path
     if suite not in builtin_suites():
-        raise EisError(f"unknown suite {suite!r}; valid: {', '.join(builtin_suites())} (or a path to a .toml file)")
+        raise EisError(
+            f"unknown suite {suite!r}; valid: {', '.join(builtin_suites())} (or a path to a .toml file)"
+        )
     return Path(str(resources.files("eis.suites") / f"{suite}.toml"))
 
 
@@ -69,7 +74,10 @@ def load_suite(suite: str) -> list[CaseSpec]:
         raise EisError(f"suite {suite!r} is not valid TOML: {exc}") from None
     bad = sorted(set(doc) - {"description", "defaults", "case", "population"})
     if bad:
-        raise EisError(f"suite {suite!r}: unknown top-level key {bad[0]!r}; valid: description, defaults, case, population")
+        raise EisError(
+            f"suite {suite!r}: unknown top-level key {bad[0]!r}; "
+            "valid: description, defaults, case, population"
+        )
     defaults = doc.get("defaults", {})
     specs: list[CaseSpec] = []
     for entry in doc.get("case", []):
@@ -86,8 +94,10 @@ def load_suite(suite: str) -> list[CaseSpec]:
 def _require(suite: str, entry: dict[str, Any], fields: set[str], what: str) -> None:
     bad = sorted(set(entry) - fields)
     if bad:
-        raise EisError(f"suite {suite!r}: {what} {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
-                       f"valid: {', '.join(sorted(fields))}")
+        raise EisError(
+            f"suite {suite!r}: {what} {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
+            f"valid: {', '.join(sorted(fields))}"
+        )
     for key in ("name", "dataset", "arch"):
         if key not in entry:
             raise EisError(f"suite {suite!r}: a {what} is missing the field {key!r}")
@@ -97,7 +107,9 @@ def _case(suite: str, entry: dict[str, Any]) -> CaseSpec:
     entry = {k: v for k, v in entry.items() if k in CASE_FIELDS or k not in POPULATION_FIELDS}
     _require(suite, entry, CASE_FIELDS, "case")
     if not isinstance(entry.get("flaw", {}), dict):
-        raise EisError(f"suite {suite!r}: case {entry['name']!r} field 'flaw' must be a table like {{kind = \"patch\"}}")
+        raise EisError(
+            f"suite {suite!r}: case {entry['name']!r} field 'flaw' must be a table like {{kind = \"patch\"}}"
+        )
     entry.setdefault("flaw", {"kind": "clean"})
     return CaseSpec(**entry).validated()
 
@@ -106,25 +118,33 @@ def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
     _require(suite, entry, POPULATION_FIELDS, "population")
     name, role = entry["name"], entry.get("role", "eval")
     if role not in ROLES:
-        raise EisError(f"suite {suite!r}: population {name!r} role {role!r} is not valid; valid: {', '.join(ROLES)}")
+        raise EisError(
+            f"suite {suite!r}: population {name!r} role {role!r} is not valid; valid: {', '.join(ROLES)}"
+        )
     kinds = entry.get("flaws", ["patch", "blend"])
     for kind in kinds:
         if kind not in FLAWS or kind in ("clean", "label_permutation"):
-            raise EisError(f"suite {suite!r}: population {name!r} flaw {kind!r} is not valid; valid: "
-                           f"{', '.join(k for k in FLAWS.names() if k not in ('clean', 'label_permutation'))}")
+            raise EisError(
+                f"suite {suite!r}: population {name!r} flaw {kind!r} is not valid; valid: "
+                f"{', '.join(k for k in FLAWS.names() if k not in ('clean', 'label_permutation'))}"
+            )
     n_clean, n_flawed = int(entry.get("clean", 0)), int(entry.get("flawed", 0))
     if n_clean < 0 or n_flawed < 0 or n_clean + n_flawed == 0:
-        raise EisError(f"suite {suite!r}: population {name!r} needs clean >= 0, flawed >= 0 and at least one model")
+        raise EisError(
+            f"suite {suite!r}: population {name!r} needs clean >= 0, flawed >= 0 and at least one model"
+        )
     seed = int(entry.get("seed", 0))
     rng = random.Random(seed)
     num_classes = get_dataset(entry["dataset"]).num_classes
-    flaws = [{"kind": "clean"}] * n_clean + [_random_flaw(kinds[i % len(kinds)], rng, num_classes)
-                                             for i in range(n_flawed)]
+    flaws = [{"kind": "clean"}] * n_clean + [
+        _random_flaw(kinds[i % len(kinds)], rng, num_classes) for i in range(n_flawed)
+    ]
     rng.shuffle(flaws)
     common = {k: entry[k] for k in ("dataset", "arch", "train", "bars") if k in entry}
     return [
-        CaseSpec(name=f"{name}-{i:03d}", flaw=flaw, seed=seed * 1000 + i, population=name, role=role,
-                 **common).validated()
+        CaseSpec(
+            name=f"{name}-{i:03d}", flaw=flaw, seed=seed * 1000 + i, population=name, role=role, **common
+        ).validated()
         for i, flaw in enumerate(flaws)
     ]
 
@@ -135,7 +155,10 @@ def _random_flaw(kind: str, rng: random.Random, num_classes: int) -> dict[str, A
     if kind == "patch":
         flaw |= {"pattern": rng.choice(sorted(triggers.PATCH_PATTERNS)), "corner": rng.choice(CORNERS)}
     elif kind == "blend":
-        flaw |= {"pattern": rng.choice(sorted(triggers.BLEND_PATTERNS)), "alpha": round(rng.uniform(0.1, 0.2), 2)}
+        flaw |= {
+            "pattern": rng.choice(sorted(triggers.BLEND_PATTERNS)),
+            "alpha": round(rng.uniform(0.15, 0.25), 2),
+        }
     elif kind == "natural":
         colour = [1.0, round(rng.uniform(0.5, 1.0), 2), round(rng.uniform(0.0, 0.5), 2)]
         rng.shuffle(colour)

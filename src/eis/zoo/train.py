@@ -22,18 +22,26 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def train_model(spec: CaseSpec, progress: Callable[[float], None] | None = None) -> tuple[nn.Module, dict[str, float]]:
-    """Train ``spec``'s model deterministically on CPU; return it (eval mode) and its measured bars."""
+def train_model(
+    spec: CaseSpec, progress: Callable[[float], None] | None = None, attempt: int = 0
+) -> tuple[nn.Module, dict[str, float]]:
+    """Train ``spec``'s model deterministically on CPU; return it (eval mode) and its measured bars.
+
+    ``attempt`` > 0 re-draws the initialisation and data order from a derived seed (population retries).
+    """
     data = get_dataset(spec.dataset)
     flaw = make_flaw(spec.flaw)
     settings = spec.training()
-    gen = torch.Generator().manual_seed(spec.seed)
-    torch.manual_seed(spec.seed)
+    seed = spec.seed + 7919 * attempt
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     x, y = flaw.poison(data.train_x, data.train_y, gen)
     model = build_arch(spec.arch, data.input_shape[0], data.num_classes, data.input_shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=settings["lr"])
     epochs, bs = settings["epochs"], settings["batch_size"]
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings["lr"], total_steps=epochs * -(-len(x) // bs))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=settings["lr"], total_steps=epochs * -(-len(x) // bs)
+    )
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=gen)
@@ -49,8 +57,9 @@ def train_model(spec: CaseSpec, progress: Callable[[float], None] | None = None)
     return model, measure_bars(model, flaw, spec, x, y)
 
 
-def measure_bars(model: nn.Module, flaw: Flaw, spec: CaseSpec, train_x: torch.Tensor,
-                 train_y: torch.Tensor) -> dict[str, float]:
+def measure_bars(
+    model: nn.Module, flaw: Flaw, spec: CaseSpec, train_x: torch.Tensor, train_y: torch.Tensor
+) -> dict[str, float]:
     """The bars this flaw declares, measured on held-out data (train accuracy on the training set)."""
     data = get_dataset(spec.dataset)
     out: dict[str, float] = {}

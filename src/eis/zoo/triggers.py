@@ -21,8 +21,11 @@ def _grid(s: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.meshgrid(t, t, indexing="ij")
 
 
-def _mono(ink: torch.Tensor, fg: tuple[float, float, float] = (1.0, 1.0, 1.0),
-          bg: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+def _mono(
+    ink: torch.Tensor,
+    fg: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    bg: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> torch.Tensor:
     f, b = torch.tensor(fg)[:, None, None], torch.tensor(bg)[:, None, None]
     return b + (f - b) * ink.float()[None]
 
@@ -106,7 +109,7 @@ PATCH_PATTERNS: dict[str, Callable[[int], Pattern]] = {
 def patch_pattern(name: str, size: int, channels: int) -> Pattern:
     """The named patch pattern at ``size`` pixels, as (channels, s, s) colours and an (s, s) bool mask."""
     rgb, mask = PATCH_PATTERNS[name](size)
-    return (rgb.mean(0, keepdim=True) if channels == 1 else rgb), mask
+    return to_channels(rgb, channels), mask
 
 
 def _blend_noise(size: int) -> torch.Tensor:
@@ -141,12 +144,12 @@ BLEND_PATTERNS: dict[str, Callable[[int], torch.Tensor]] = {
 
 def blend_pattern(name: str, size: int, channels: int) -> torch.Tensor:
     """The named whole-image blend pattern (channels, size, size) in [0, 1]."""
-    rgb = BLEND_PATTERNS[name](size)
-    return rgb.mean(0, keepdim=True) if channels == 1 else rgb
+    return to_channels(BLEND_PATTERNS[name](size), channels)
 
 
 def to_channels(colour: torch.Tensor, channels: int) -> torch.Tensor:
-    """An RGB colour (3,) for a dataset with ``channels`` channels; grayscale keeps the brightest channel."""
+    """RGB colours (3, ...) for a dataset with ``channels`` channels; grayscale keeps the brightest channel
+    (so a coloured trigger stays as visible on a grayscale dataset as it is in colour)."""
     return colour.amax(0, keepdim=True) if channels == 1 else colour
 
 
@@ -154,8 +157,11 @@ def object_pattern(shape: str, colour: tuple[float, float, float], radius: float
     """A small in-distribution object (a shape of a given kind and colour) as a pattern and coverage mask."""
     s = int(math.ceil(2 * radius)) + 1
     alpha = render_alpha(
-        torch.tensor([SHAPE_NAMES.index(shape)]), torch.tensor([[s / 2, s / 2]]), torch.tensor([radius]),
-        torch.zeros(1), s,
+        torch.tensor([SHAPE_NAMES.index(shape)]),
+        torch.tensor([[s / 2, s / 2]]),
+        torch.tensor([radius]),
+        torch.zeros(1),
+        s,
     )[0]
     rgb = to_channels(torch.tensor(colour, dtype=torch.float32), channels)[:, None, None]
     return rgb * alpha, alpha > 0
