@@ -1,4 +1,4 @@
-"""``eis demo``: the README's main job in one command."""
+"""``eis demo``: the README's main job in one command — build the zoo, run the tracks, write the report."""
 
 from __future__ import annotations
 
@@ -8,17 +8,28 @@ import typer
 
 from eis.cli import app
 from eis.cli.common import console, user_errors
-from eis.cli.zoo import build_with_progress, list_cases
 
 
 @app.command("demo")
 @user_errors
 def demo(
     suite: str = typer.Option("smoke", help="The suite to build and benchmark."),
-    out: Path = typer.Option(Path("out"), help="Folder for the report."),
+    out: Path = typer.Option(Path("out"), help="Folder for the HTML report."),
+    workers: int = typer.Option(1, "--workers", min=0, help="Worker processes; 0 runs in this process."),
+    store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
 ) -> None:
-    """Build the default zoo, run the default tracks and write the report."""
-    console.rule(f"[bold]1/1 building the {suite} zoo")
-    build_with_progress(suite)
-    list_cases()
-    out.mkdir(parents=True, exist_ok=True)
+    """Build the default zoo, run the default tracks on it and write the report."""
+    from eis.cli.zoo import build_with_progress
+    from eis.report import build_report_data, print_report, write_html
+    from eis.runner import DEFAULT_TRACKS, run_benchmark
+
+    console.rule(f"[bold]1/3 zoo: building suite {suite!r} (cached cases are reused)")
+    cases = build_with_progress(suite)
+    console.rule(f"[bold]2/3 bench: tracks {', '.join(DEFAULT_TRACKS)} on {len(cases)} cases")
+    summary = run_benchmark(cases, workers=workers, store=store, progress=True, console=console)
+    console.print(summary.line(), highlight=False)
+    console.rule("[bold]3/3 report")
+    data = build_report_data(store)
+    print_report(data, console)
+    path = write_html(data, out)
+    console.print(f"[green]report written to {path.resolve()}[/]", highlight=False)

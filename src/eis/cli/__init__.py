@@ -1,0 +1,20 @@
+"""The ``eis`` command line: a thin layer over the Python API, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="eis",
+    help="The Engineer's Interpretability Suite: score interpretability tools on models with planted flaws.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    """Import the command modules, each of which adds its commands to ``app``."""
+    from eis.cli import bench, demo, report, results, zoo  # noqa: F401
+
+
+_register()

@@ -1,0 +1,69 @@
+"""``eis bench SUITE``: run the benchmark cells of a suite into the results store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from eis.cli import app
+from eis.cli.common import console, user_errors
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command()
+@user_errors
+def bench(
+    suite: str = typer.Argument(..., help="Suite name (e.g. smoke) or a suite file."),
+    tracks: str = typer.Option(
+        None, "--tracks", help="Comma-separated tracks (default: the default tracks)."
+    ),
+    tools: str = typer.Option(
+        None,
+        "--tools",
+        help="Comma-separated tools (default: all of each track's family; controls always run).",
+    ),
+    workers: int = typer.Option(1, "--workers", min=0, help="Worker processes; 0 runs in this process."),
+    rerun: bool = typer.Option(False, "--rerun", help="Recompute cells already in the store."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute only the stored failures."),
+    store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
+    budget: float = typer.Option(600.0, "--budget", min=0, help="Per-cell time budget in seconds (0: none)."),
+) -> None:
+    """Run every (case x tool x track) cell of SUITE not yet in the store, and record it there."""
+    from eis.cli.zoo import build_with_progress
+    from eis.runner import SUITES, resolve_suite, run_benchmark
+    from eis.runner.cells import resolve_tools, resolve_tracks
+    from eis.runner.plugins import load_builtins
+
+    load_builtins()
+    track_names, tool_names = _split(tracks), _split(tools)
+    resolve_tools(tool_names, resolve_tracks(track_names))  # bad names fail now, before the zoo is built
+    cases = resolve_suite(suite) if suite in SUITES else build_with_progress(suite)
+    try:
+        summary = run_benchmark(
+            cases,
+            tools=tool_names,
+            tracks=track_names,
+            workers=workers,
+            rerun=rerun,
+            store=store,
+            budget_s=budget or None,
+            retry_failed=retry_failed,
+            progress=True,
+            console=console,
+        )
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted:[/] finished cells are saved; run the same command again to finish the rest"
+        )
+        raise typer.Exit(code=130) from None
+    console.print(summary.line(), highlight=False)
+    for f in summary.failures[:10]:
+        console.print(
+            f"  [red]failed[/] {f['track']} · {f['tool']} · {f['case']}: {f['error']}", highlight=False
+        )
+    if len(summary.failures) > 10:
+        console.print(f"  ... and {len(summary.failures) - 10} more (see `eis report`)")

@@ -1,0 +1,195 @@
+"""From stored cells to report tables: one section per track, built with the track's own ``summarize``.
+
+The report reads only the store. Rows from an older version of a track are left out (they were scored
+differently); a track the store knows but this eis does not (e.g. a plugin's) is skipped with a note; a tool
+run with several settings appears once per setting, labelled with the settings that differ from its
+defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from eis.results import load
+from eis.results.store import Store, open_store
+from eis.tools.base import TOOLS
+from eis.tracks.base import TRACKS, Track
+
+GALLERY_CASES = 3
+LEADERBOARD_COLUMNS = ["tool", "control", "mean", "lo", "hi", "n", "verdict", "failed", "cells", "runtime_s"]
+
+
+@dataclasses.dataclass
+class TrackSection:
+    """Everything the terminal and HTML reports show for one track."""
+
+    name: str
+    summary: str = ""
+    headline: str = ""
+    higher_is_better: bool = True
+    leaderboard: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    long: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    by_flaw: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    failures: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    gallery: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class ReportData:
+    store_path: Path
+    n_cells: int
+    sections: list[TrackSection]
+    notes: list[str]
+
+
+def _settings_label(name: str, settings: dict[str, Any], all_settings: list[dict[str, Any]]) -> str:
+    try:
+        default = TOOLS.get(name)().settings()
+    except Exception:
+        default = all_settings[0]
+    diff = {k: v for k, v in settings.items() if default.get(k) != v}
+    if not diff:
+        return name
+    return f"{name}({', '.join(f'{k}={json.dumps(v)}' for k, v in sorted(diff.items()))})"
+
+
+def label_tools(rows: pd.DataFrame) -> pd.DataFrame:
+    """Replace ``tool`` by a label that tells apart runs of one tool with different settings."""
+    rows = rows.copy()
+    sjson = rows["settings"].map(lambda s: json.dumps(s, sort_keys=True))
+    for name, idx in rows.groupby("tool").groups.items():
+        distinct = sorted(set(sjson[idx]))
+        if len(distinct) < 2:
+            continue
+        all_settings = [json.loads(s) for s in distinct]
+        for s in distinct:
+            label = _settings_label(str(name), json.loads(s), all_settings)
+            rows.loc[idx[sjson[idx] == s], "tool"] = label
+    return rows
+
+
+def _leaderboard(track: Track, rows: pd.DataFrame, long: pd.DataFrame, headline: str) -> pd.DataFrame:
+    pooled = long[(long["flaw"] == "all") & (long["metric"] == headline)] if len(long) else long
+    by_tool = {str(r["tool"]): r for _, r in pooled.iterrows()} if len(pooled) else {}
+    out = []
+    for tool, g in rows.groupby("tool", sort=True):
+        r = by_tool.get(str(tool))
+        ok = g[g["status"] == "ok"]
+        out.append(
+            {
+                "tool": str(tool),
+                "control": bool(g["control"].any()),
+                "mean": float(r["mean"]) if r is not None else math.nan,
+                "lo": float(r["lo"]) if r is not None else math.nan,
+                "hi": float(r["hi"]) if r is not None else math.nan,
+                "n": int(r["n"]) if r is not None and pd.notna(r["n"]) else len(ok),
+                "verdict": str(r.get("verdict", "") or "") if r is not None else "",
+                "failed": int((g["status"] != "ok").sum()),
+                "cells": len(g),
+                "runtime_s": float(ok["runtime_s"].mean()) if len(ok) else math.nan,
+            }
+        )
+    lb = pd.DataFrame(out, columns=LEADERBOARD_COLUMNS)
+    key = lb["mean"] if track.higher_is_better else -lb["mean"]
+    return (
+        lb.assign(_k=key.fillna(-math.inf))
+        .sort_values(["_k", "tool"], ascending=[False, True])
+        .drop(columns="_k")
+        .reset_index(drop=True)
+    )
+
+
+def _gallery(store: Store, rows: pd.DataFrame, tool_order: list[str]) -> list[dict[str, Any]]:
+    """Up to GALLERY_CASES cases: images equal across tools (input, mask) once, then each tool's own."""
+    ok = rows[rows["status"] == "ok"]
+    pngs = store.gallery(ok["key"])
+    out = []
+    for case_name, g in sorted(ok.groupby("case_name"), key=lambda kv: str(kv[0])):
+        per_tool = {r["tool"]: pngs[r["key"]] for _, r in g.iterrows() if r["key"] in pngs}
+        if not per_tool:
+            continue
+        names = {n for imgs in per_tool.values() for n in imgs}
+        shared = {}
+        for n in sorted(names):
+            values = [imgs[n] for imgs in per_tool.values() if n in imgs]
+            if len(per_tool) > 1 and len(values) == len(per_tool) and len(set(values)) == 1:
+                shared[n] = values[0]
+        tools = [
+            (t, {n: b for n, b in per_tool[t].items() if n not in shared})
+            for t in tool_order
+            if t in per_tool
+        ]
+        flaw = str(g["flaw"].iloc[0])
+        out.append({"case": str(case_name), "flaw": flaw, "shared": shared, "tools": tools})
+        if len(out) >= GALLERY_CASES:
+            break
+    return out
+
+
+def build_section(store: Store, name: str, rows: pd.DataFrame) -> TrackSection:
+    """One track's section (or a section holding only a note when the track can't be summarized)."""
+    if name not in TRACKS:
+        return TrackSection(
+            name=name,
+            notes=[
+                f"track {name!r} is in the store ({len(rows)} cells) but not registered in this eis; skipped"
+            ],
+        )
+    track = TRACKS.get(name)()
+    sec = TrackSection(name=name, summary=track.summary, higher_is_better=track.higher_is_better)
+    current = rows[rows["track_version"].astype(str) == str(track.version)]
+    if len(current) < len(rows):
+        sec.notes.append(
+            f"{len(rows) - len(current)} cells from other versions of this track left out "
+            f"(current version {track.version})"
+        )
+    if current.empty:
+        sec.notes.append("no cells for the current version of this track")
+        return sec
+    current = label_tools(current)
+    try:
+        long = track.summarize(current.reset_index(drop=True))
+    except Exception as exc:
+        sec.notes.append(f"summarize failed: {type(exc).__name__}: {exc}")
+        long = pd.DataFrame(columns=["tool", "control", "flaw", "metric", "mean", "lo", "hi", "n", "verdict"])
+    sec.long = long
+    metrics = list(dict.fromkeys(long["metric"])) if len(long) else []
+    sec.headline = track.headline if track.headline in metrics or not metrics else metrics[0]
+    sec.leaderboard = _leaderboard(track, current, long, sec.headline)
+    if len(long):
+        flawed = long[(long["flaw"] != "all") & (long["metric"] == sec.headline)]
+        sec.by_flaw = flawed[["tool", "control", "flaw", "mean", "lo", "hi", "n"]].reset_index(drop=True)
+    bad = current[current["status"] != "ok"]
+    sec.failures = bad[["tool", "case_name", "error"]].reset_index(drop=True)
+    sec.gallery = _gallery(store, current, list(sec.leaderboard["tool"]))
+    return sec
+
+
+def build_report_data(store: str | Path | Store | None = None) -> ReportData:
+    """Load the store and build every track's section (tracks sorted by name)."""
+    from eis.runner.plugins import load_builtins
+
+    load_builtins()
+    st = open_store(store, create=False)
+    try:
+        df = load(st)
+        sections = [build_section(st, str(name), rows) for name, rows in df.groupby("track", sort=True)]
+    finally:
+        if not isinstance(store, Store):
+            st.close()
+    notes = [n for s in sections if s.name not in TRACKS for n in s.notes]
+    if df.empty:
+        notes.append("the store holds no cells yet: run `eis bench SUITE` first")
+    return ReportData(
+        store_path=st.path,
+        n_cells=len(df),
+        sections=[s for s in sections if s.name in TRACKS],
+        notes=notes,
+    )

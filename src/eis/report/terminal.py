@@ -1,0 +1,51 @@
+"""The terminal leaderboard: one rich table per track, controls highlighted."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from eis.report.tables import ReportData, TrackSection
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "–" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def leaderboard_table(sec: TrackSection) -> Table:
+    """Rich table: tool, headline mean [lo, hi], n, verdict, failures; control rows highlighted."""
+    direction = "higher" if sec.higher_is_better else "lower"
+    table = Table(title=f"{sec.name}: {sec.headline} ({direction} is better)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("tool")
+    table.add_column(f"{sec.headline} mean [95% CI]", justify="right")
+    table.add_column("n", justify="right")
+    table.add_column("verdict")
+    table.add_column("failed", justify="right")
+    for i, r in sec.leaderboard.iterrows():
+        ci = f"[{_fmt(r['lo'])}, {_fmt(r['hi'])}]" if math.isfinite(r["lo"]) else ""
+        failed = f"[red]{r['failed']}[/]/{r['cells']}" if r["failed"] else f"0/{r['cells']}"
+        tool = f"{r['tool']} [dim](control)[/]" if r["control"] else str(r["tool"])
+        table.add_row(
+            str(i + 1),
+            tool,
+            f"{_fmt(r['mean'])} {ci}",
+            str(r["n"]),
+            str(r["verdict"]),
+            failed,
+            style="yellow" if r["control"] else None,
+        )
+    return table
+
+
+def print_report(data: ReportData, console: Console) -> None:
+    """Print every track's leaderboard and the notes."""
+    for note in data.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for sec in data.sections:
+        for note in sec.notes:
+            console.print(f"[yellow]note ({sec.name}):[/] {note}", highlight=False)
+        if not sec.leaderboard.empty:
+            console.print(leaderboard_table(sec))

@@ -1,0 +1,155 @@
+"""The benchmark runner: cases x tools x tracks -> cells -> the results store.
+
+``run_benchmark`` is the Python API that ``eis bench`` wraps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from eis.results.store import Store, open_store
+from eis.runner.cells import DEFAULT_TRACKS, Cell, cell_key, cell_seed, expand
+from eis.runner.execute import Executor, run_cell, run_cells_to_store
+from eis.runner.plugins import SUITES, load_builtins, load_plugins, register_suite, resolve_suite
+
+__all__ = [
+    "DEFAULT_BUDGET_S",
+    "DEFAULT_TRACKS",
+    "SUITES",
+    "BenchSummary",
+    "Cell",
+    "Executor",
+    "cell_key",
+    "cell_seed",
+    "expand",
+    "load_builtins",
+    "load_plugins",
+    "register_suite",
+    "resolve_suite",
+    "run_benchmark",
+    "run_cell",
+]
+
+DEFAULT_BUDGET_S = 600.0
+
+
+@dataclasses.dataclass
+class BenchSummary:
+    """What a run did: cells in all, run now, found in the store, and the failures among those run now."""
+
+    store_path: Path
+    total: int = 0
+    ran: int = 0
+    cached: int = 0
+    failed: int = 0
+    failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.total} cells: {self.ran} run now ({self.failed} failed), {self.cached} already in "
+            f"{self.store_path}"
+        )
+
+
+def run_benchmark(
+    cases: Sequence[Any],
+    tools: Sequence[Any] | None = None,
+    tracks: Sequence[str] | None = None,
+    workers: int = 1,
+    rerun: bool = False,
+    store: str | Path | Store | None = None,
+    budget_s: float | None = DEFAULT_BUDGET_S,
+    *,
+    retry_failed: bool = False,
+    progress: bool = False,
+    console: Any = None,
+) -> BenchSummary:
+    """Run every cell of ``cases`` x ``tools`` x ``tracks`` not yet in ``store`` and record it there.
+
+    cases: Case objects (``eis.zoo.build_suite(...)``). tools: names or Tool instances (default: every
+    tool of each track's family; the family's controls are always added). tracks: names (default: the
+    registered ones among ``DEFAULT_TRACKS``). workers: 0 = in this process, N >= 1 = N worker processes
+    (each cell then has a hard time budget). rerun: recompute cells already stored. retry_failed: recompute
+    only the stored failures. budget_s: per-cell time limit in seconds (None = none).
+    """
+    load_builtins()
+    cells = expand(cases, tools, tracks)
+    st = open_store(store)
+    summary = BenchSummary(store_path=st.path, total=len(cells))
+    try:
+        done = st.keys(status="ok" if retry_failed else None)
+        todo = cells if rerun else [c for c in cells if c.key not in done]
+        summary.cached = len(cells) - len(todo)
+
+        def on_record(cell: Cell, rec: dict[str, Any]) -> None:
+            summary.ran += 1
+            if rec["status"] != "ok":
+                summary.failed += 1
+                summary.failures.append(
+                    {"track": cell.track, "tool": cell.tool, "case": rec["case_name"], "error": rec["error"]}
+                )
+
+        def on_skip(cell: Cell) -> None:
+            summary.cached += 1
+
+        if not progress or not todo:
+            run_cells_to_store(
+                todo,
+                st,
+                workers=workers,
+                budget_s=budget_s,
+                rerun=rerun,
+                retry_failed=retry_failed,
+                on_record=on_record,
+                on_skip=on_skip,
+            )
+            return summary
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}", style="dim"),
+        )
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("bench", total=len(todo), failed=0, current="")
+
+            def on_record_bar(cell: Cell, rec: dict[str, Any]) -> None:
+                on_record(cell, rec)
+                bar.update(task, advance=1, failed=summary.failed)
+
+            def on_skip_bar(cell: Cell) -> None:
+                on_skip(cell)
+                bar.update(task, advance=1)
+
+            run_cells_to_store(
+                todo,
+                st,
+                workers=workers,
+                budget_s=budget_s,
+                rerun=rerun,
+                retry_failed=retry_failed,
+                on_record=on_record_bar,
+                on_skip=on_skip_bar,
+                on_start=lambda c: bar.update(task, current=c.label()),
+            )
+            bar.update(task, current="")
+        return summary
+    finally:
+        if not isinstance(store, Store):
+            st.close()

@@ -1,0 +1,137 @@
+"""Cells: the expansion of cases x tools x tracks, with the cache key and the seed of each cell.
+
+Cache key = sha256 of (case id, tool name, tool settings as canonical JSON, track name, track version):
+a finished cell is never recomputed unless asked. The seed depends on the case and the track only (not on
+the tool and never on the order or the worker), so every tool on a case is asked about the same inputs
+and the results are identical whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from eis.errors import EisError, unknown
+from eis.results.store import dumps
+from eis.tools.base import TOOLS, Tool, list_tools
+from eis.tracks.base import TRACKS, Track
+
+DEFAULT_TRACKS = ["localize"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work: ask ``tool`` (with ``settings_json``) about ``case`` under ``track``."""
+
+    case: Any
+    tool: str
+    settings_json: str
+    family: str
+    control: bool
+    track: str
+    track_version: str
+    key: str
+    seed: int
+    tool_obj: Tool | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return json.loads(self.settings_json)
+
+    def label(self) -> str:
+        return f"{self.track} · {self.tool} · {getattr(self.case, 'name', self.case.id)}"
+
+
+def cell_key(case_id: str, tool: str, settings_json: str, track: str, track_version: str) -> str:
+    """The cache key of a cell (hex sha256)."""
+    payload = json.dumps([str(case_id), tool, settings_json, track, str(track_version)])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cell_seed(case_id: str, track: str) -> int:
+    """A 31-bit seed from the case and the track, shared by every tool on that case and track."""
+    return int(hashlib.sha256(f"{case_id}|{track}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def resolve_tracks(names: Sequence[str] | None) -> list[Track]:
+    """Track instances for ``names`` (default: the registered ones among ``DEFAULT_TRACKS``)."""
+    if names is None:
+        names = [n for n in DEFAULT_TRACKS if n in TRACKS]
+        if not names:
+            raise EisError(
+                f"none of the default tracks ({', '.join(DEFAULT_TRACKS)}) is registered; "
+                f"choose with --tracks from: {', '.join(TRACKS.names()) or '(none)'}"
+            )
+    out = []
+    for name in dict.fromkeys(names):
+        out.append(TRACKS.get(name)())  # unknown name -> EisError listing the valid ones
+    if not out:
+        raise EisError(f"no track selected; valid: {', '.join(TRACKS.names())}")
+    return out
+
+
+def resolve_tools(tools: Sequence[str | Tool] | None, tracks: Sequence[Track]) -> dict[str, list[Tool]]:
+    """Tools to run per track name: the track family's tools (all, or the chosen ones) plus its controls."""
+    chosen: list[Tool] | None = None
+    if tools is not None:
+        valid = list_tools()
+        chosen = []
+        for t in tools:
+            if isinstance(t, Tool):
+                chosen.append(t)
+            elif t not in valid:
+                raise unknown("tool", t, valid)
+            else:
+                chosen.append(TOOLS.get(t)())
+        families = {tr.family for tr in tracks}
+        for t in chosen:
+            if t.family not in families:
+                raise EisError(
+                    f"tool {t.name!r} (family {t.family!r}) is not run by the chosen tracks "
+                    f"({', '.join(tr.name for tr in tracks)}: families {', '.join(sorted(families))})"
+                )
+    out: dict[str, list[Tool]] = {}
+    for tr in tracks:
+        if chosen is None:
+            sel = [TOOLS.get(n)() for n in list_tools(family=tr.family)]
+        else:
+            sel = [t for t in chosen if t.family == tr.family]
+            names = {t.name for t in sel}
+            sel += [TOOLS.get(n)() for n in list_tools(family=tr.family, controls=True) if n not in names]
+        out[tr.name] = sel
+    return out
+
+
+def expand(
+    cases: Sequence[Any], tools: Sequence[str | Tool] | None = None, tracks: Sequence[str] | None = None
+) -> list[Cell]:
+    """All cells (deduplicated by key); a track skips the cases it does not apply to."""
+    track_objs = resolve_tracks(tracks)
+    per_track = resolve_tools(tools, track_objs)
+    cells: dict[str, Cell] = {}
+    for tr in track_objs:
+        for case in cases:
+            if not tr.applies_to(case):
+                continue
+            for tool in per_track[tr.name]:
+                settings_json = dumps(tool.settings())
+                key = cell_key(case.id, tool.name, settings_json, tr.name, tr.version)
+                cells.setdefault(
+                    key,
+                    Cell(
+                        case=case,
+                        tool=tool.name,
+                        settings_json=settings_json,
+                        family=tool.family,
+                        control=bool(tool.control),
+                        track=tr.name,
+                        track_version=str(tr.version),
+                        key=key,
+                        seed=cell_seed(case.id, tr.name),
+                        tool_obj=tool,
+                    ),
+                )
+    return list(cells.values())
