@@ -34,14 +34,14 @@ def bench(
 ) -> None:
     """Run every (case x tool x track) cell of SUITE not yet in the store, and record it there."""
     from eis.cli.zoo import build_with_progress
-    from eis.runner import SUITES, resolve_suite, run_benchmark
+    from eis.runner import resolve_suite, run_benchmark
     from eis.runner.cells import resolve_tools, resolve_tracks
     from eis.runner.plugins import load_builtins
 
     load_builtins()
     track_names, tool_names = _split(tracks), _split(tools)
     resolve_tools(tool_names, resolve_tracks(track_names))  # bad names fail now, before the zoo is built
-    cases = resolve_suite(suite) if suite in SUITES else build_with_progress(suite)
+    cases = resolve_suite(suite, build_with_progress)
     try:
         summary = run_benchmark(
             cases,

@@ -50,12 +50,13 @@ def load_builtins() -> None:
     load_plugins()
 
 
-def resolve_suite(name: str) -> list[Any]:
-    """The cases of suite ``name``: a plugin suite, else the zoo's (built now where not cached)."""
+def resolve_suite(name: str, build: Callable[[str], Sequence[Any]] | None = None) -> list[Any]:
+    """The cases of suite ``name``: a plugin suite, else the zoo's, built where not cached by ``build``
+    (default ``eis.zoo.build_suite``; the CLI passes its progress-bar variant)."""
     if name in SUITES:
         return list(SUITES.get(name)())
     import eis.zoo
 
     if not name.endswith(".toml") and name not in eis.zoo.builtin_suites():
         raise unknown("suite", name, set(SUITES.names()) | set(eis.zoo.builtin_suites()))
-    return list(eis.zoo.build_suite(name))
+    return list((build or eis.zoo.build_suite)(name))

@@ -32,7 +32,7 @@ def render_grid(case: Case, out: Path, n: int = 8, seed: int = 0) -> Path:
     for i in range(len(x)):
         axes[0, i].imshow(_img(x[i]), cmap=gray, vmin=0, vmax=1)
         axes[0, i].set_title(f"pred {before[i].item()}", fontsize=7)
-        axes[1, i].imshow(_img(xt[i]).clamp(0, 1), cmap=gray, vmin=0, vmax=1)
+        axes[1, i].imshow(_img(xt[i].clamp(0, 1)), cmap=gray, vmin=0, vmax=1)
         axes[1, i].set_title(f"pred {after[i].item()}", fontsize=7)
         axes[2, i].imshow(mask[i], cmap="magma", vmin=0, vmax=1)
     for ax in axes.flat:
