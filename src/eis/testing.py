@@ -1,0 +1,216 @@
+"""The shared tool contract, in the spirit of scikit-learn's ``check_estimator``.
+
+Every registered attribution tool must pass :func:`check_tool`; so can yours::
+
+    from eis.testing import check_tool
+    report = check_tool("saliency")            # or an AttributionTool instance
+    print(report)                              # which checks ran, what was refused and why
+
+A violation raises ``AssertionError`` naming the tool, the setting (arch, input shape) and the check.
+A tool may refuse an architecture or batch size it cannot handle correctly by raising
+:class:`eis.errors.ToolRefusal` with a non-empty message; the refusal is recorded in the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from eis.errors import EisError, ToolRefusal
+from eis.tools.base import AttributionTool, make_tool
+from eis.zoo.archs import build_arch
+
+#: (arch, channels, side) settings every tool is checked on: both zoo archs on both zoo input shapes.
+DEFAULT_SETTINGS: tuple[tuple[str, int, int], ...] = (
+    ("cnn", 1, 16), ("cnn", 3, 32), ("resnet", 1, 16), ("resnet", 3, 32),
+)  # fmt: skip
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass
+class ToolReport:
+    """What :func:`check_tool` found: checks passed and refusals (setting -> message)."""
+
+    tool: str
+    passed: list[str] = dataclasses.field(default_factory=list)
+    refusals: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def refused(self, arch: str) -> bool:
+        """True when the tool refused every setting of ``arch``."""
+        keys = [k for k in self.refusals if k.startswith(f"{arch} ")]
+        return bool(keys) and not any(p.startswith(f"{arch} ") for p in self.passed)
+
+    def __str__(self) -> str:
+        lines = [f"{self.tool}: {len(self.passed)} checks passed, {len(self.refusals)} refusals"]
+        lines += [f"  refused {k}: {v}" for k, v in self.refusals.items()]
+        return "\n".join(lines)
+
+
+def contract_model(arch: str, channels: int, side: int, seed: int = 0) -> nn.Module:
+    """A zoo architecture with seeded random weights and non-trivial BatchNorm statistics, in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_arch(arch, channels, NUM_CLASSES, side)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                with torch.no_grad():
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def check_tool(
+    tool_or_name: AttributionTool | str,
+    settings: dict[str, Any] | None = None,
+    *,
+    cases: Sequence[tuple[str, int, int]] = DEFAULT_SETTINGS,
+    batch_size: int = 3,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> ToolReport:
+    """Check an attribution tool against the contract; return a report, raise AssertionError on a violation.
+
+    ``settings`` are passed to :func:`eis.tools.base.make_tool` when a name is given (e.g. small
+    ``n_samples`` to keep a test fast). ``cases`` are (arch, channels, side) triples.
+    """
+    tool = make_tool(tool_or_name, **(settings or {})) if isinstance(tool_or_name, str) else tool_or_name
+    if not isinstance(tool, AttributionTool):
+        raise EisError(f"check_tool checks attribution tools, got {type(tool).__name__}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    report = ToolReport(tool.name or type(tool).__name__)
+    gen = torch.Generator().manual_seed(seed)
+    for i, (arch, c, side) in enumerate(cases):
+        where = f"{arch} {c}x{side}x{side}"
+        model = contract_model(arch, c, side, seed).to(dev)
+        x = torch.rand((batch_size, c, side, side), generator=gen).to(dev)
+        target = torch.arange(batch_size, device=dev) % NUM_CLASSES
+        try:
+            first = _call(tool, model, x, target, f"{report.tool} on {where}")
+        except ToolRefusal as e:
+            _assert(str(e).strip(), f"{report.tool} on {where}: ToolRefusal with an empty message")
+            report.refusals[where] = str(e)
+            continue
+        _check_map(first, x, f"{report.tool} on {where}")
+        again = _call(tool, model, x, target, f"{report.tool} on {where} (second call)")
+        _assert(
+            torch.allclose(first, again, rtol=1e-5, atol=1e-7, equal_nan=False),
+            f"{report.tool} on {where}: two calls with the same seed differ "
+            f"(max abs diff {(first - again).abs().max().item():.3g})",
+        )
+        report.passed += [f"{where} shape/dtype/finite", f"{where} deterministic", f"{where} no side effects"]
+        try:
+            one = _call(tool, model, x[:1], target[:1], f"{report.tool} on {where} (batch size 1)")
+            _check_map(one, x[:1], f"{report.tool} on {where} (batch size 1)")
+            report.passed.append(f"{where} batch size 1")
+        except ToolRefusal as e:
+            _assert(str(e).strip(), f"{report.tool} on {where} (batch 1): ToolRefusal with an empty message")
+            report.refusals[f"{where} batch size 1"] = str(e)
+        if i == 0:
+            _check_bad_inputs(tool, model, x, target, f"{report.tool} on {where}")
+            report.passed.append("bad inputs raise EisError")
+    return report
+
+
+def _assert(cond: object, msg: str) -> None:
+    if not cond:
+        raise AssertionError(msg)
+
+
+def _call(
+    tool: AttributionTool, model: nn.Module, x: torch.Tensor, target: torch.Tensor, where: str
+) -> torch.Tensor:
+    """One ``attribute`` call, asserting that neither the model nor the inputs changed."""
+    x_before = x.clone()
+    with _unchanged(model, where):
+        out = tool.attribute(model, x, target)
+    _assert(torch.equal(x, x_before) and not x.requires_grad, f"{where}: the inputs were modified")
+    return out
+
+
+def _check_map(out: object, x: torch.Tensor, where: str) -> None:
+    n, _, h, w = x.shape
+    _assert(isinstance(out, torch.Tensor), f"{where}: returned {type(out).__name__}, not a tensor")
+    assert isinstance(out, torch.Tensor)
+    _assert(
+        tuple(out.shape) in (tuple(x.shape), (n, h, w)),
+        f"{where}: map shape {tuple(out.shape)}, expected {tuple(x.shape)} or {(n, h, w)}",
+    )
+    _assert(out.is_floating_point(), f"{where}: map dtype {out.dtype} is not floating point")
+    _assert(out.device == x.device, f"{where}: map on {out.device}, inputs on {x.device}")
+    _assert(bool(torch.isfinite(out).all()), f"{where}: map holds NaN or inf")
+
+
+def _check_bad_inputs(
+    tool: AttributionTool, model: nn.Module, x: torch.Tensor, t: torch.Tensor, where: str
+) -> None:
+    bad = {
+        "target out of range": (model, x, torch.full_like(t, NUM_CLASSES)),
+        "negative target": (model, x, torch.full_like(t, -1)),
+        "target of the wrong length": (model, x, t[:-1] if len(t) > 1 else t.repeat(2)),
+        "3-D inputs": (model, x[0], t[:1]),
+        "wrong channel count": (model, torch.cat([x, x[:, :1]], 1), t),
+    }
+    for what, (m, xb, tb) in bad.items():
+        _expect_error(tool, m, xb, tb, f"{where}: {what}")
+    model.train()
+    try:
+        _expect_error(tool, model, x, t, f"{where}: model in train mode")
+    finally:
+        model.eval()
+
+
+def _expect_error(
+    tool: AttributionTool, model: nn.Module, x: torch.Tensor, t: torch.Tensor, where: str
+) -> None:
+    try:
+        with _unchanged(model, where):
+            tool.attribute(model, x, t)
+    except ToolRefusal:
+        raise AssertionError(f"{where}: raised ToolRefusal; bad input needs a plain EisError") from None
+    except EisError as e:
+        msg = str(e).strip()
+        _assert(msg and "\n" not in msg, f"{where}: EisError message not one line: {e!r}")
+        return
+    except Exception as e:  # noqa: BLE001 - any other exception is the violation we report
+        raise AssertionError(f"{where}: raised {type(e).__name__} ({e}), expected EisError") from None
+    raise AssertionError(f"{where}: no error raised, expected EisError")
+
+
+@contextlib.contextmanager
+def _unchanged(model: nn.Module, where: str) -> Iterator[None]:
+    """Assert the block leaves weights, buffers, modes, grads, hooks and module attributes as they were."""
+    before = _snapshot(model)
+    yield
+    after = _snapshot(model)
+    for key in before:
+        _assert(_same(before[key], after[key]), f"{where}: the tool changed the model's {key}")
+
+
+def _snapshot(model: nn.Module) -> dict[str, Any]:
+    hook_dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return {
+        "weights and buffers": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "train/eval mode": [m.training for m in model.modules()],
+        "requires_grad flags": [p.requires_grad for p in model.parameters()],
+        "parameter .grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "hooks": [len(getattr(m, h)) for m in model.modules() for h in hook_dicts],
+        "module attributes": [sorted(vars(m)) for m in model.modules()],
+        "module structure": [n for n, _ in model.named_modules()],
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b

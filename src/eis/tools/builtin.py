@@ -1,0 +1,13 @@
+"""Imports every built-in tool module so that its ``@register_tool`` runs."""
+
+import eis.tools.attribution  # noqa: F401  (attribution methods)
+import eis.tools.controls  # noqa: F401  (edge detector, random and blank maps)
+import eis.tools.detection.baselines  # noqa: F401
+import eis.tools.detection.mntd  # noqa: F401
+import eis.tools.detection.neural_cleanse  # noqa: F401
+import eis.tools.detection.strip  # noqa: F401
+import eis.tools.synthesis.adversarial_patch  # noqa: F401  (feature synthesis)
+import eis.tools.synthesis.controls  # noqa: F401
+import eis.tools.synthesis.feature_adversary  # noqa: F401
+import eis.tools.synthesis.feature_viz  # noqa: F401
+import eis.tools.synthesis.inversion  # noqa: F401

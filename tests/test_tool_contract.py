@@ -1,0 +1,64 @@
+"""Every registered attribution tool passes the shared contract (eis.testing.check_tool)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eis.testing import check_tool
+from eis.tools.base import list_tools
+
+# Small sample counts keep the contract fast; the checks themselves do not depend on them.
+FAST = {
+    "integrated_gradients": {"n_steps": 8},
+    "gradient_shap": {"n_samples": 4},
+    "deeplift_shap": {"n_baselines": 2},
+    "smoothgrad": {"n_samples": 4},
+    "vargrad": {"n_samples": 4},
+    "lime": {"n_samples": 16},
+    "kernel_shap": {"n_samples": 16},
+    "shapley_value_sampling": {"n_samples": 1},
+}
+EXPECTED_REFUSALS = {"lrp": "resnet"}  # Captum's LRP has no rule for BatchNorm / residual additions
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on shared cores threads fight: use one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", list_tools("attribution"))
+def test_contract(name: str) -> None:
+    report = check_tool(name, FAST.get(name))
+    assert report.passed
+    refused = {arch for arch in ("cnn", "resnet") if report.refused(arch)}
+    assert refused == ({EXPECTED_REFUSALS[name]} if name in EXPECTED_REFUSALS else set()), str(report)
+
+
+def test_check_tool_catches_violations() -> None:
+    """The contract fails tools that break it: one that flips the model to train mode, one returning NaN."""
+    import dataclasses
+
+    from eis.tools.attribution.common import check_call
+    from eis.tools.base import AttributionTool
+
+    @dataclasses.dataclass
+    class Sloppy(AttributionTool):
+        name = "sloppy"
+        nan: bool = False
+
+        def attribute(self, model, inputs, target):  # type: ignore[no-untyped-def]
+            check_call(model, inputs, target)
+            if self.nan:
+                return torch.full_like(inputs, float("nan"))
+            model.train()
+            return torch.zeros_like(inputs)
+
+    with pytest.raises(AssertionError, match="train/eval mode"):
+        check_tool(Sloppy())
+    with pytest.raises(AssertionError, match="NaN"):
+        check_tool(Sloppy(nan=True))
