@@ -1,0 +1,17 @@
+"""The documented examples run as written."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_custom_dataset_and_arch_example(fresh_home):
+    spec = importlib.util.spec_from_file_location("example", EXAMPLES / "custom_dataset_and_arch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    case = module.main()
+    assert case.dataset == "toy" and case.arch == "mlp"
+    assert case.truth().measured["asr"] >= 0.9 and case.meta["clean_accuracy"] >= 0.9
