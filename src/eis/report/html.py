@@ -63,10 +63,15 @@ def _tool_cell(tool: str, control: bool) -> str:
     return _e(tool) + ('<span class="badge">control</span>' if control else "")
 
 
+def _sanity_cell(verdict: str) -> str:
+    return '<span class="fail">fails sanity</span>' if verdict == "FAIL" else _e(verdict)
+
+
 def _leaderboard_html(sec: TrackSection) -> str:
     head = (
         "<tr><th>#</th><th>tool</th><th>" + _e(sec.headline) + " (mean)</th><th>95% CI</th><th>n</th>"
-        "<th>verdict</th><th>failed / cells</th><th>mean runtime (s)</th></tr>"
+        "<th>verdict</th><th>failed / cells</th><th>mean runtime (s)</th>"
+        '<th title="model-randomisation sanity check (Adebayo et al. 2018)">sanity</th></tr>'
     )
     body = []
     for i, r in sec.leaderboard.iterrows():
@@ -77,7 +82,8 @@ def _leaderboard_html(sec: TrackSection) -> str:
             f"<td>{_tool_cell(r['tool'], r['control'])}</td><td class=num>{_num(r['mean'])}</td>"
             f"<td class=num>{_ci(r['lo'], r['hi'])}</td>"
             f"<td class=num>{r['n']}</td><td>{_e(r['verdict'])}</td>"
-            f"<td class=num>{failed} / {r['cells']}</td><td class=num>{_num(r['runtime_s'], 2)}</td></tr>"
+            f"<td class=num>{failed} / {r['cells']}</td><td class=num>{_num(r['runtime_s'], 2)}</td>"
+            f"<td>{_sanity_cell(r['sanity'])}</td></tr>"
         )
     return (
         f'<table class="leaderboard" data-track="{_e(sec.name)}"><thead>{head}</thead>'

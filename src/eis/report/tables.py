@@ -22,7 +22,19 @@ from eis.tools.base import TOOLS
 from eis.tracks.base import TRACKS, Track
 
 GALLERY_CASES = 3
-LEADERBOARD_COLUMNS = ["tool", "control", "mean", "lo", "hi", "n", "verdict", "failed", "cells", "runtime_s"]
+LEADERBOARD_COLUMNS = [
+    "tool",
+    "control",
+    "mean",
+    "lo",
+    "hi",
+    "n",
+    "verdict",
+    "failed",
+    "cells",
+    "runtime_s",
+    "sanity",
+]
 
 
 @dataclasses.dataclass
@@ -94,6 +106,7 @@ def _leaderboard(track: Track, rows: pd.DataFrame, long: pd.DataFrame, headline:
                 "failed": int((g["status"] != "ok").sum()),
                 "cells": len(g),
                 "runtime_s": float(ok["runtime_s"].mean()) if len(ok) else math.nan,
+                "sanity": "",
             }
         )
     lb = pd.DataFrame(out, columns=LEADERBOARD_COLUMNS)
@@ -172,6 +185,22 @@ def build_section(store: Store, name: str, rows: pd.DataFrame) -> TrackSection:
     return sec
 
 
+def flag_sanity(sections: list[TrackSection]) -> None:
+    """Copy each tool's sanity verdict ("pass" / "FAIL") into every leaderboard's ``sanity`` column, so that
+    a map that does not depend on the model is flagged wherever the tool ranks well."""
+    sanity = next((s for s in sections if s.name == "sanity" and not s.leaderboard.empty), None)
+    if sanity is None:
+        return
+    verdicts = {
+        r["tool"]: ("pass" if str(r["verdict"]).startswith("passes sanity: yes") else "FAIL")
+        for _, r in sanity.leaderboard.iterrows()
+        if str(r["verdict"]).startswith("passes sanity:")
+    }
+    for sec in sections:
+        if not sec.leaderboard.empty:
+            sec.leaderboard["sanity"] = sec.leaderboard["tool"].map(verdicts).fillna("")
+
+
 def build_report_data(store: str | Path | Store | None = None) -> ReportData:
     """Load the store and build every track's section (tracks sorted by name)."""
     from eis.runner.plugins import load_builtins
@@ -184,6 +213,7 @@ def build_report_data(store: str | Path | Store | None = None) -> ReportData:
     finally:
         if not isinstance(store, Store):
             st.close()
+    flag_sanity(sections)
     notes = [n for s in sections if s.name not in TRACKS for n in s.notes]
     if df.empty:
         notes.append("the store holds no cells yet: run `eis bench SUITE` first")

@@ -19,11 +19,12 @@ def leaderboard_table(sec: TrackSection) -> Table:
     direction = "higher" if sec.higher_is_better else "lower"
     table = Table(title=f"{sec.name}: {sec.headline} ({direction} is better)", title_justify="left")
     table.add_column("#", justify="right")
-    table.add_column("tool")
-    table.add_column(f"{sec.headline} mean [95% CI]", justify="right")
+    table.add_column("tool", no_wrap=True)
+    table.add_column(f"{sec.headline} mean [95% CI]", justify="right", no_wrap=True)
     table.add_column("n", justify="right")
     table.add_column("verdict")
     table.add_column("failed", justify="right")
+    table.add_column("sanity")
     for i, r in sec.leaderboard.iterrows():
         ci = f"[{_fmt(r['lo'])}, {_fmt(r['hi'])}]" if math.isfinite(r["lo"]) else ""
         failed = f"[red]{r['failed']}[/]/{r['cells']}" if r["failed"] else f"0/{r['cells']}"
@@ -33,8 +34,9 @@ def leaderboard_table(sec: TrackSection) -> Table:
             tool,
             f"{_fmt(r['mean'])} {ci}",
             str(r["n"]),
-            str(r["verdict"]),
+            str(r["verdict"]).split(" (")[0],  # the HTML report shows the margin and its CI too
             failed,
+            "[red]FAIL[/]" if r["sanity"] == "FAIL" else r["sanity"],
             style="yellow" if r["control"] else None,
         )
     return table

@@ -1,0 +1,10 @@
+"""Benchmark tracks: what a tool is asked and how its answer is scored against the sealed truth."""
+
+
+def load_builtin_tracks() -> None:
+    """Import the built-in track modules so that their registrations run."""
+    import eis.tracks.detect  # noqa: F401
+    import eis.tracks.faithfulness  # noqa: F401
+    import eis.tracks.localize  # noqa: F401
+    import eis.tracks.sanity  # noqa: F401
+    import eis.tracks.synthesize  # noqa: F401
