@@ -230,6 +230,11 @@ def _section_html(sec: TrackSection) -> str:
     fchart = plots.flaw_chart(sec.by_flaw, sec.headline, list(sec.leaderboard["tool"]))
     if fchart:
         out.append(f'<img class="plot" alt="{_e(sec.name)} per-flaw chart" src="{fchart}">')
+    for caption, uri in sec.figures:
+        out.append(
+            f'<figure><img class="plot" alt="{_e(caption)}" src="{uri}"><figcaption>{_e(caption)}'
+            "</figcaption></figure>"
+        )
     out += [_metrics_html(sec), _gallery_html(sec), _failures_html(sec), "</section>"]
     return "".join(out)
 

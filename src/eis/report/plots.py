@@ -84,3 +84,8 @@ def flaw_chart(by_flaw: pd.DataFrame, metric: str, tool_order: list[str]) -> str
     if not any(math.isfinite(v) for v in by_flaw["mean"]):
         return None
     return _to_uri(fig)
+
+
+def figure_uri(fig: Figure) -> str:
+    """A track's own figure (``Track.figures``) as a data URI."""
+    return _to_uri(fig)

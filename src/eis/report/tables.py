@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from eis.report.plots import figure_uri
 from eis.results import load
 from eis.results.store import Store, open_store
 from eis.tools.base import TOOLS
@@ -50,6 +51,7 @@ class TrackSection:
     by_flaw: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     failures: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     gallery: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    figures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (caption, PNG data URI)
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -182,6 +184,12 @@ def build_section(store: Store, name: str, rows: pd.DataFrame) -> TrackSection:
     bad = current[current["status"] != "ok"]
     sec.failures = bad[["tool", "case_name", "error"]].reset_index(drop=True)
     sec.gallery = _gallery(store, current, list(sec.leaderboard["tool"]))
+    try:
+        sec.figures = [
+            (caption, figure_uri(fig)) for caption, fig in track.figures(current.reset_index(drop=True))
+        ]
+    except Exception as exc:
+        sec.notes.append(f"figures failed: {type(exc).__name__}: {exc}")
     return sec
 
 

@@ -17,6 +17,7 @@ from eis.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from eis.tools.base import Tool
     from eis.zoo.case import Case
@@ -67,6 +68,16 @@ class Track:
         (a short string such as "beats the edge detector: yes", or "" where none applies).
         """
         raise NotImplementedError
+
+    def figures(self, rows: pd.DataFrame) -> list[tuple[str, Figure]]:
+        """Track-specific plots for the HTML report, as (caption, matplotlib Figure); default none."""
+        return []
+
+
+def standalone(case: Case) -> bool:
+    """Whether ``case`` is a suite's own case rather than a member of a detection population (populations
+    exist for the detect track; the per-case tracks skip them so a suite's run stays affordable)."""
+    return case.meta.get("population") is None
 
 
 TRACKS: Registry[type[Track]] = Registry("track")

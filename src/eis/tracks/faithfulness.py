@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from eis.stats import CI, paired_bootstrap_ci, verdict
-from eis.tracks.base import CellResult, Track, register_track
+from eis.tracks.base import CellResult, Track, register_track, standalone
+from eis.tracks.figures import curve_panels, mean_curves
 from eis.tracks.metrics import faithfulness as fm
 from eis.tracks.metrics.similarity import normalize_abs
 from eis.tracks.sanity import cell_groups, long_table, predict
@@ -106,7 +108,8 @@ class FaithfulnessTrack(Track):
     n_resamples: ClassVar[int] = 1000
 
     def applies_to(self, case: Case) -> bool:
-        return True
+        # a model trained on permuted labels has no prediction worth explaining
+        return standalone(case) and case.truth().kind != "label_permutation"
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         model = case.model()
@@ -138,6 +141,30 @@ class FaithfulnessTrack(Track):
         }
         truth_kind = case.truth().kind
         return CellResult(scores=scores, flaw=truth_kind, items=items, extras=extras, gallery=gallery)
+
+    def figures(self, rows: pd.DataFrame) -> list[tuple[str, Figure]]:
+        """Mean deletion, insertion and ROAD curves per tool (most relevant removed first)."""
+        panels = {}
+        for name, title in (
+            ("deletion_morf", "deletion (most relevant first)"),
+            ("insertion_morf", "insertion (most relevant first)"),
+            ("road_morf", "ROAD (most relevant first)"),
+            ("road_lerf", "ROAD (least relevant first)"),
+        ):
+            axis = name.split("_")[0]
+            panels[title] = mean_curves(
+                rows,
+                lambda e, n=name, a=axis: (e["x"][a], e["curves"][n]) if n in e.get("curves", {}) else None,
+            )
+        if not any(panels.values()):
+            return []
+        return [
+            (
+                "Faithfulness curves: mean over cases of the predicted class's probability as pixels are "
+                "removed or inserted",
+                curve_panels(panels, "fraction of pixels", "probability"),
+            )
+        ]
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
         return long_table(rows, self.name, self.headline, self._verdict)

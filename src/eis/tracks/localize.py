@@ -26,7 +26,7 @@ import torch
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, paired_bootstrap_ci, verdict
 from eis.tools.base import AttributionTool
-from eis.tracks.base import CellResult, Track, register_track
+from eis.tracks.base import CellResult, Track, register_track, standalone
 from eis.tracks.metrics.localization import METRIC_NAMES, REDUCTIONS, localization_metrics, reduce_channels
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class LocalizeTrack(Track):
         self.n_resamples = n_resamples
 
     def applies_to(self, case: Case) -> bool:
-        return case.truth().kind in LOCALIZED_KINDS
+        return standalone(case) and case.truth().kind in LOCALIZED_KINDS
 
     # ------------------------------------------------------------------ run
 

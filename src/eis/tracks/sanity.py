@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci
 from eis.tracks import randomize
-from eis.tracks.base import CellResult, Track, register_track
+from eis.tracks.base import CellResult, Track, register_track, standalone
+from eis.tracks.figures import curve_panels, mean_curves
 from eis.tracks.metrics.similarity import SIMILARITIES, normalize_abs, similarities
 
 if TYPE_CHECKING:
@@ -177,7 +179,7 @@ class SanityTrack(Track):
     threshold: ClassVar[float] = THRESHOLD
 
     def applies_to(self, case: Case) -> bool:
-        return case.truth().kind == "clean"
+        return standalone(case) and case.truth().kind == "clean"
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         model = case.model()
@@ -231,6 +233,28 @@ class SanityTrack(Track):
             if same and other.id != case.id and other.truth().kind == "label_permutation":
                 return other
         return None
+
+    def figures(self, rows: pd.DataFrame) -> list[tuple[str, Figure]]:
+        """Spearman-abs similarity to the original map as layers are randomised from the top down."""
+        panels = {}
+        for mode in ("cascading", "independent"):
+            panels[f"{mode} randomisation"] = mean_curves(
+                rows,
+                lambda e, m=mode: (
+                    (list(range(len(e[m]["spearman_abs"]["mean"]))), e[m]["spearman_abs"]["mean"])
+                    if m in e and "spearman_abs" in e[m]
+                    else None
+                ),
+            )
+        if not any(panels.values()):
+            return []
+        return [
+            (
+                "Model-parameter randomisation: rank correlation of each tool's map with its original as "
+                "layers are re-drawn (0 = top layer)",
+                curve_panels(panels, "layers from the top", "Spearman |map|"),
+            )
+        ]
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
         return long_table(rows, self.name, self.headline, self._verdict)
