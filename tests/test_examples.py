@@ -5,10 +5,16 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from eis.zoo.archs import ARCHS
+from eis.zoo.datasets import DATASETS
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_custom_dataset_and_arch_example(fresh_home):
+def test_custom_dataset_and_arch_example(fresh_home, monkeypatch):
+    # the example registers "toy" and "mlp"; keep the global registries as the other tests expect them
+    monkeypatch.setattr(DATASETS, "_items", dict(DATASETS._items))
+    monkeypatch.setattr(ARCHS, "_items", dict(ARCHS._items))
     spec = importlib.util.spec_from_file_location("example", EXAMPLES / "custom_dataset_and_arch.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
