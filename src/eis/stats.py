@@ -47,6 +47,21 @@ class CI:
     n_items: int
 
 
+def ci_columns(ci: CI, margin: CI | None = None) -> dict[str, float | int]:
+    """The long-table columns of a CI and, where there is one, of the margin over the best control."""
+    nan = float("nan")
+    return {
+        "mean": ci.mean,
+        "lo": ci.lo,
+        "hi": ci.hi,
+        "n": ci.n,
+        "n_items": ci.n_items,
+        "margin": margin.mean if margin else nan,
+        "margin_lo": margin.lo if margin else nan,
+        "margin_hi": margin.hi if margin else nan,
+    }
+
+
 def _as_groups(data: Sequence[float] | Sequence[Sequence[float]] | np.ndarray) -> list[np.ndarray]:
     """Groups of finite values; a flat sequence becomes one-item groups."""
     if isinstance(data, np.ndarray) and data.ndim == 1:

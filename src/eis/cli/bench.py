@@ -8,6 +8,7 @@ import typer
 
 from eis.cli import app
 from eis.cli.common import console, user_errors
+from eis.runner import BenchSummary
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -60,10 +61,15 @@ def bench(
             "[yellow]interrupted:[/] finished cells are saved; run the same command again to finish the rest"
         )
         raise typer.Exit(code=130) from None
+    print_summary(summary)
+
+
+def print_summary(summary: BenchSummary, shown: int = 10) -> None:
+    """The run's one-line summary and its first failures (all are in the store and the report)."""
     console.print(summary.line(), highlight=False)
-    for f in summary.failures[:10]:
+    for f in summary.failures[:shown]:
         console.print(
             f"  [red]failed[/] {f['track']} · {f['tool']} · {f['case']}: {f['error']}", highlight=False
         )
-    if len(summary.failures) > 10:
-        console.print(f"  ... and {len(summary.failures) - 10} more (see `eis report`)")
+    if len(summary.failures) > shown:
+        console.print(f"  ... and {len(summary.failures) - shown} more (see `eis report`)")

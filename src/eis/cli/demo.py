@@ -15,10 +15,11 @@ from eis.cli.common import console, user_errors
 def demo(
     suite: str = typer.Option("smoke", help="The suite to build and benchmark."),
     out: Path = typer.Option(Path("out"), help="Folder for the HTML report."),
-    workers: int = typer.Option(1, "--workers", min=0, help="Worker processes; 0 runs in this process."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Worker processes; 0 runs in this process."),
     store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
 ) -> None:
     """Build the default zoo, run the default tracks on it and write the report."""
+    from eis.cli.bench import print_summary
     from eis.cli.zoo import build_with_progress
     from eis.report import build_report_data, print_report, write_html
     from eis.runner import DEFAULT_TRACKS, run_benchmark
@@ -27,7 +28,7 @@ def demo(
     cases = build_with_progress(suite)
     console.rule(f"[bold]2/3 bench: tracks {', '.join(DEFAULT_TRACKS)} on {len(cases)} cases")
     summary = run_benchmark(cases, workers=workers, store=store, progress=True, console=console)
-    console.print(summary.line(), highlight=False)
+    print_summary(summary)
     console.rule("[bold]3/3 report")
     data = build_report_data(store)
     print_report(data, console)

@@ -14,6 +14,17 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "–" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _verdict_column(sec: TrackSection) -> tuple[str, list[str]]:
+    """A short verdict column: "beats the edge detector: yes (margin ...)" -> header "beats the edge
+    detector?" and cell "yes" (the HTML report keeps the margin and its CI)."""
+    verdicts = [str(v).split(" (")[0] for v in sec.leaderboard["verdict"]]
+    questions = {v.split(": ", 1)[0] for v in verdicts if ": " in v}
+    if len(questions) != 1:
+        return "verdict", verdicts
+    question = questions.pop()
+    return f"{question}?", [v.split(": ", 1)[1] if ": " in v else v for v in verdicts]
+
+
 def leaderboard_table(sec: TrackSection) -> Table:
     """Rich table: tool, headline mean [lo, hi], n, verdict, failures; control rows highlighted."""
     direction = "higher" if sec.higher_is_better else "lower"
@@ -22,21 +33,25 @@ def leaderboard_table(sec: TrackSection) -> Table:
     table.add_column("tool", no_wrap=True)
     table.add_column(f"{sec.headline} mean [95% CI]", justify="right", no_wrap=True)
     table.add_column("n", justify="right")
-    table.add_column("verdict")
+    question, answers = _verdict_column(sec)
+    table.add_column(question)
     table.add_column("failed", justify="right")
-    table.add_column("sanity")
+    with_sanity = bool((sec.leaderboard["sanity"] != "").any())
+    if with_sanity:
+        table.add_column("sanity")
     for i, r in sec.leaderboard.iterrows():
         ci = f"[{_fmt(r['lo'])}, {_fmt(r['hi'])}]" if math.isfinite(r["lo"]) else ""
         failed = f"[red]{r['failed']}[/]/{r['cells']}" if r["failed"] else f"0/{r['cells']}"
         tool = f"{r['tool']} [dim](control)[/]" if r["control"] else str(r["tool"])
+        sanity = ["[red]FAIL[/]" if r["sanity"] == "FAIL" else r["sanity"]] if with_sanity else []
         table.add_row(
             str(i + 1),
             tool,
             f"{_fmt(r['mean'])} {ci}",
             str(r["n"]),
-            str(r["verdict"]).split(" (")[0],  # the HTML report shows the margin and its CI too
+            answers[i],
             failed,
-            "[red]FAIL[/]" if r["sanity"] == "FAIL" else r["sanity"],
+            *sanity,
             style="yellow" if r["control"] else None,
         )
     return table

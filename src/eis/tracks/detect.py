@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 
 from eis.errors import EisError
 from eis.paths import eis_home
-from eis.stats import CI, bootstrap_ci, verdict
+from eis.stats import CI, bootstrap_ci, ci_columns, verdict
 from eis.tools.detection.base import Detection, DetectionTool
 from eis.tracks.base import CellResult, Track, register_track
 from eis.tracks.metrics.detection import (
@@ -265,14 +265,19 @@ class DetectTrack(Track):
                         margin = _paired_auroc(group[t], group[best], boot)
                     text = "control" if control[t] else _verdict(margin, best, ci)
                     out.append(
-                        {**base, **_ci_cols(ci, margin), "metric": m, "verdict": text if m == "auroc" else ""}
+                        {
+                            **base,
+                            **ci_columns(ci, margin),
+                            "metric": m,
+                            "verdict": text if m == "auroc" else "",
+                        }
                     )
                 for m in CASE_METRICS:
                     vals = _case_values(group[t], m)
                     if not vals:
                         continue
                     out.append(
-                        {**base, **_ci_cols(bootstrap_ci(vals, **boot), None), "metric": m, "verdict": ""}
+                        {**base, **ci_columns(bootstrap_ci(vals, **boot), None), "metric": m, "verdict": ""}
                     )
         return pd.DataFrame(out, columns=COLUMNS)
 
@@ -454,19 +459,6 @@ def _case_values(group: dict[str, Any], metric: str) -> list[float]:
     key = "target_correct" if metric == "target_acc" else metric
     vals = [float(s[key]) for s in group["scores"] if s.get(key) is not None]
     return [v for v in vals if math.isfinite(v)]
-
-
-def _ci_cols(ci: CI, margin: CI | None) -> dict[str, Any]:
-    return {
-        "mean": ci.mean,
-        "lo": ci.lo,
-        "hi": ci.hi,
-        "n": ci.n,
-        "n_items": ci.n_items,
-        "margin": margin.mean if margin else math.nan,
-        "margin_lo": margin.lo if margin else math.nan,
-        "margin_hi": margin.hi if margin else math.nan,
-    }
 
 
 def _verdict(margin: CI | None, best: str | None, ci: CI) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from eis.errors import EisError
-from eis.stats import CI, bootstrap_ci, paired_bootstrap_ci, verdict
+from eis.stats import CI, bootstrap_ci, ci_columns, paired_bootstrap_ci, verdict
 from eis.tools.base import AttributionTool
 from eis.tracks.base import CellResult, Track, register_track, standalone
 from eis.tracks.metrics.localization import METRIC_NAMES, REDUCTIONS, localization_metrics, reduce_channels
@@ -202,16 +202,9 @@ class LocalizeTrack(Track):
                         "control": is_control[t],
                         "flaw": flaw,
                         "metric": m,
-                        "mean": ci.mean,
-                        "lo": ci.lo,
-                        "hi": ci.hi,
-                        "n": ci.n,
-                        "n_items": ci.n_items,
+                        **ci_columns(ci, margin),
                         "n_failed": n_failed[t],
                         "best_control": best or "",
-                        "margin": margin.mean if margin else math.nan,
-                        "margin_lo": margin.lo if margin else math.nan,
-                        "margin_hi": margin.hi if margin else math.nan,
                         "verdict": text,
                     }
                 )

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from eis.errors import EisError
-from eis.stats import CI, bootstrap_ci, paired_bootstrap_ci, verdict
+from eis.stats import CI, bootstrap_ci, ci_columns, paired_bootstrap_ci, verdict
 from eis.tools.synthesis.base import SynthesisTool
 from eis.tracks.base import CellResult, Track, register_track, standalone
 from eis.tracks.judge import CHANCE, JUDGED_KINDS, N_OPTIONS, build_question, get_judge
@@ -194,13 +193,19 @@ class SynthesizeTrack(Track):
                 }
                 text = "control" if control[t] else _verdict(cis[t], CHANCE)
                 out.append(
-                    {**base, **_cols(cis[t], margin), "metric": "accuracy", "chance": CHANCE, "verdict": text}
+                    {
+                        **base,
+                        **ci_columns(cis[t], margin),
+                        "metric": "accuracy",
+                        "chance": CHANCE,
+                        "verdict": text,
+                    }
                 )
                 rank = bootstrap_ci(list(_values(per_tool[t], "rank").values()), **boot)
                 out.append(
                     {
                         **base,
-                        **_cols(rank, None),
+                        **ci_columns(rank, None),
                         "metric": "rank",
                         "chance": (N_OPTIONS + 1) / 2,
                         "verdict": "",
@@ -243,7 +248,7 @@ class SynthesizeTrack(Track):
                     "control": False,
                     "flaw": flaw,
                     "metric": "accuracy",
-                    **_cols(ci, margin),
+                    **ci_columns(ci, margin),
                     "n_failed": 0,
                     "chance": chance,
                     "best_control": best or "",
@@ -303,16 +308,3 @@ def _verdict(ci: CI, chance: float) -> str:
         return "above chance: n/a"
     shifted = CI(ci.mean - chance, ci.lo - chance, ci.hi - chance, ci.n, ci.n_items)
     return f"above chance ({chance:.3f}): {verdict(shifted)}"
-
-
-def _cols(ci: CI, margin: CI | None) -> dict[str, Any]:
-    return {
-        "mean": ci.mean,
-        "lo": ci.lo,
-        "hi": ci.hi,
-        "n": ci.n,
-        "n_items": ci.n_items,
-        "margin": margin.mean if margin else math.nan,
-        "margin_lo": margin.lo if margin else math.nan,
-        "margin_hi": margin.hi if margin else math.nan,
-    }
