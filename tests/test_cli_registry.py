@@ -1,0 +1,29 @@
+"""`eis tools` and `eis tracks` list the one registry."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from eis.cli import app
+from eis.tools import list_tools
+
+
+def test_tools_lists_every_registered_tool_and_marks_controls():
+    result = CliRunner().invoke(app, ["tools"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for name in list_tools():
+        assert name in result.output
+    assert "edge_detector" in result.output and "yes" in result.output
+
+
+def test_tools_rejects_an_unknown_family():
+    result = CliRunner().invoke(app, ["tools", "--family", "vision"])
+    assert result.exit_code == 2
+    assert "unknown family 'vision'; valid: attribution, detection, synthesis" in result.output
+
+
+def test_tracks_lists_the_five_tracks():
+    result = CliRunner().invoke(app, ["tracks"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for name in ("localize", "sanity", "faithfulness", "detect", "synthesize"):
+        assert name in result.output
