@@ -17,12 +17,12 @@ def _fmt(x: float, digits: int = 3) -> str:
 def _verdict_column(sec: TrackSection) -> tuple[str, list[str]]:
     """A short verdict column: "beats the edge detector: yes (margin ...)" -> header "beats the edge
     detector?" and cell "yes" (the HTML report keeps the margin and its CI)."""
-    verdicts = [str(v).split(" (")[0] for v in sec.leaderboard["verdict"]]
-    questions = {v.split(": ", 1)[0] for v in verdicts if ": " in v}
+    parts = [str(v).split(": ", 1) for v in sec.leaderboard["verdict"]]
+    answers = [p[-1].split(" (")[0] for p in parts]
+    questions = {p[0] for p in parts if len(p) == 2}
     if len(questions) != 1:
-        return "verdict", verdicts
-    question = questions.pop()
-    return f"{question}?", [v.split(": ", 1)[1] if ": " in v else v for v in verdicts]
+        return "verdict", [": ".join(p[:-1] + [a]) for p, a in zip(parts, answers, strict=True)]
+    return f"{questions.pop()}?", answers
 
 
 def leaderboard_table(sec: TrackSection) -> Table:
