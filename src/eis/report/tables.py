@@ -205,7 +205,7 @@ def flag_sanity(sections: list[TrackSection]) -> None:
         if str(r["verdict"]).startswith("passes sanity:")
     }
     for sec in sections:
-        if not sec.leaderboard.empty:
+        if sec is not sanity and not sec.leaderboard.empty:
             sec.leaderboard["sanity"] = sec.leaderboard["tool"].map(verdicts).fillna("")
 
 
