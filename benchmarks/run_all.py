@@ -1,7 +1,7 @@
 """Run every benchmark in turn (``make bench``); each prints its own ratios. Not part of the tests.
 
-    .venv/bin/python benchmarks/run_all.py            # all
-    .venv/bin/python benchmarks/run_all.py zoo nc     # a subset by short name
+.venv/bin/python benchmarks/run_all.py            # all
+.venv/bin/python benchmarks/run_all.py zoo nc     # a subset by short name
 """
 
 from __future__ import annotations

@@ -11,9 +11,7 @@ from matplotlib.figure import Figure
 Curve = tuple[Sequence[float], Sequence[float]]  # (x, y)
 
 
-def mean_curves(
-    rows: pd.DataFrame, extract: Callable[[dict], Curve | None]
-) -> dict[str, tuple[bool, Curve]]:
+def mean_curves(rows: pd.DataFrame, extract: Callable[[dict], Curve | None]) -> dict[str, tuple[bool, Curve]]:
     """Per tool: (is control, mean curve over its successful cells); ``extract`` reads one cell's curve."""
     out: dict[str, tuple[bool, Curve]] = {}
     ok = rows[rows["status"] == "ok"]
