@@ -19,9 +19,9 @@ from torch import nn
 from eis.errors import EisError
 from eis.tools.base import register_tool
 from eis.tools.synthesis.base import (
+    SynthesisContext,
     SynthesisTool,
     affine_params,
-    check_call,
     device_of,
     draw_inputs,
     paste,
@@ -54,16 +54,9 @@ class AdversarialPatch(SynthesisTool):
     batch_size: int = 8  # clean inputs per patch per step
     seed: int = 0
 
-    def synthesize(
-        self,
-        model: nn.Module,
-        target: int,
-        clean_inputs: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        dataset: str | None = None,
+    def _synthesize(
+        self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
     ) -> torch.Tensor:
-        check_call(model, target, clean_inputs, self.n_images)
         check_patch_settings(self.name, self.size, self.scale_jitter, self.steps, self.batch_size)
         dev = device_of(model)
         x = clean_inputs.to(dev, torch.float32)

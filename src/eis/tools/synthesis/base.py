@@ -13,6 +13,7 @@ rotation" (Brown et al.'s expectation over transformations), shared by the patch
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import torch
@@ -24,7 +25,7 @@ from eis.tools.base import Tool
 
 
 class SynthesisTool(Tool):
-    """Base class for feature-synthesis tools (family ``synthesis``)."""
+    """Base class for feature-synthesis tools (family ``synthesis``); each has an ``n_images`` setting."""
 
     family: ClassVar[str] = "synthesis"
 
@@ -37,8 +38,27 @@ class SynthesisTool(Tool):
         labels: torch.Tensor | None = None,
         dataset: str | None = None,
     ) -> torch.Tensor:
-        """``n_images`` images (K, C, H, W) in [0, 1] meant to reveal what drives class ``target``."""
+        """``n_images`` images (K, C, H, W) in [0, 1] meant to reveal what drives class ``target``.
+
+        Checks the call once for every tool, then runs the tool's ``_synthesize``.
+        """
+        num_classes = check_call(model, target, clean_inputs, self.n_images)
+        context = SynthesisContext(num_classes=num_classes, labels=labels, dataset=dataset)
+        return self._synthesize(model, target, clean_inputs, context)
+
+    def _synthesize(
+        self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
+    ) -> torch.Tensor:
         raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesisContext:
+    """What a checked synthesize call knows besides model, target and inputs."""
+
+    num_classes: int
+    labels: torch.Tensor | None = None  # labels of the clean inputs, where the caller has them
+    dataset: str | None = None  # the model's domain (lets the feature-level adversary pick its generator)
 
 
 def check_call(model: nn.Module, target: int, clean_inputs: torch.Tensor, n_images: int) -> int:

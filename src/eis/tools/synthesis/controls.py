@@ -17,7 +17,7 @@ from torch import nn
 
 from eis.errors import EisError
 from eis.tools.base import register_tool
-from eis.tools.synthesis.base import SynthesisTool, check_call, device_of
+from eis.tools.synthesis.base import SynthesisContext, SynthesisTool, device_of
 
 
 class _Control(SynthesisTool):
@@ -34,16 +34,9 @@ class NoiseImages(_Control):
     n_images: int = 10
     seed: int = 0
 
-    def synthesize(
-        self,
-        model: nn.Module,
-        target: int,
-        clean_inputs: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        dataset: str | None = None,
+    def _synthesize(
+        self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
     ) -> torch.Tensor:
-        check_call(model, target, clean_inputs, self.n_images)
         gen = torch.Generator().manual_seed(self.seed)
         return torch.rand((self.n_images, *clean_inputs.shape[1:]), generator=gen).to(clean_inputs.device)
 
@@ -58,17 +51,11 @@ class ClassMean(_Control):
     n_images: int = 10
     seed: int = 0
 
-    def synthesize(
-        self,
-        model: nn.Module,
-        target: int,
-        clean_inputs: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        dataset: str | None = None,
+    def _synthesize(
+        self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
     ) -> torch.Tensor:
-        check_call(model, target, clean_inputs, self.n_images)
         x = clean_inputs.float()
+        labels = context.labels
         if labels is None:
             with torch.no_grad():
                 labels = model(x.to(device_of(model))).argmax(1)

@@ -25,7 +25,14 @@ from torch import nn
 
 from eis.tools.base import register_tool
 from eis.tools.synthesis.adversarial_patch import check_patch_settings
-from eis.tools.synthesis.base import SynthesisTool, affine_params, check_call, device_of, draw_inputs, paste
+from eis.tools.synthesis.base import (
+    SynthesisContext,
+    SynthesisTool,
+    affine_params,
+    device_of,
+    draw_inputs,
+    paste,
+)
 from eis.zoo.generators import get_generator
 
 
@@ -47,22 +54,15 @@ class FeatureAdversary(SynthesisTool):
     generator_steps: int = 0  # 0: the default training length of eis.zoo.generators
     seed: int = 0
 
-    def synthesize(
-        self,
-        model: nn.Module,
-        target: int,
-        clean_inputs: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        dataset: str | None = None,
+    def _synthesize(
+        self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
     ) -> torch.Tensor:
-        check_call(model, target, clean_inputs, self.n_images)
         check_patch_settings(self.name, self.size, self.scale_jitter, self.steps, self.batch_size)
         dev = device_of(model)
         x = clean_inputs.to(dev, torch.float32)
         steps = self.generator_steps or None
-        if dataset:
-            gen_model = get_generator(dataset, steps=steps)
+        if context.dataset:
+            gen_model = get_generator(context.dataset, steps=steps)
         else:
             gen_model = get_generator(images=clean_inputs, steps=steps)
         if dev.type != "cpu":

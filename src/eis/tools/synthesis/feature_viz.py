@@ -26,7 +26,7 @@ from torch import nn
 
 from eis.errors import EisError
 from eis.tools.base import register_tool
-from eis.tools.synthesis.base import SynthesisTool, check_call, device_of
+from eis.tools.synthesis.base import SynthesisContext, SynthesisTool, device_of
 
 
 def spectrum_scale(h: int, w: int, decay: float) -> torch.Tensor:
@@ -80,16 +80,9 @@ class FeatureViz(SynthesisTool):
     objective: str = "logit"
     seed: int = 0
 
-    def synthesize(
-        self,
-        model: nn.Module,
-        target: int,
-        clean_inputs: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        dataset: str | None = None,
+    def _synthesize(
+        self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
     ) -> torch.Tensor:
-        check_call(model, target, clean_inputs, self.n_images)
         if self.objective not in ("logit", "logprob"):
             raise EisError(f"feature_viz: objective must be 'logit' or 'logprob'; got {self.objective!r}")
         if self.steps < 0 or self.n_aug < 1:

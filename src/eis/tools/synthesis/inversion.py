@@ -19,7 +19,7 @@ from torch import nn
 from eis.errors import EisError
 from eis.tools.base import register_tool
 from eis.tools.detection.neural_cleanse import reverse_engineer
-from eis.tools.synthesis.base import SynthesisTool, check_call, device_of
+from eis.tools.synthesis.base import SynthesisContext, SynthesisTool, device_of
 
 
 @register_tool
@@ -37,16 +37,10 @@ class TriggerInversion(SynthesisTool):
     batch_size: int = 32
     seed: int = 0
 
-    def synthesize(
-        self,
-        model: nn.Module,
-        target: int,
-        clean_inputs: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        dataset: str | None = None,
+    def _synthesize(
+        self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
     ) -> torch.Tensor:
-        num_classes = check_call(model, target, clean_inputs, self.n_images)
+        num_classes = context.num_classes
         if self.restarts < 1:
             raise EisError(f"trigger_inversion: restarts must be >= 1; got {self.restarts}")
         dev = device_of(model)
