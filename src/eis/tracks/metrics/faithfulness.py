@@ -144,15 +144,8 @@ def deletion_curve(
     batch_size: int = 256,
 ) -> torch.Tensor:
     """(N, steps + 1) f after deleting (setting to ``baseline``) growing fractions k/steps of the pixels."""
-    _check(x, target, score, batch_size)
-    rank = removal_rank(pixel_relevance(maps, x), most_relevant_first=most_relevant_first)
-    fill = _baseline(x, baseline)
-
-    def make(idx: torch.Tensor, mask: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask, fill[idx], x[idx])
-
-    counts = _step_counts(rank.shape[1], steps)
-    return _curve(model, x, target, rank, counts, make, score=score, batch_size=batch_size)
+    settings = (steps, most_relevant_first, baseline, score, batch_size)
+    return _pixel_curve(model, x, target, maps, *settings, insert=False)
 
 
 def insertion_curve(
@@ -168,12 +161,30 @@ def insertion_curve(
     batch_size: int = 256,
 ) -> torch.Tensor:
     """(N, steps + 1) f after inserting growing fractions k/steps of the pixels into the baseline image."""
+    settings = (steps, most_relevant_first, baseline, score, batch_size)
+    return _pixel_curve(model, x, target, maps, *settings, insert=True)
+
+
+def _pixel_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    maps: torch.Tensor,
+    steps: int,
+    most_relevant_first: bool,
+    baseline: str,
+    score: str,
+    batch_size: int,
+    insert: bool,
+) -> torch.Tensor:
+    """Deletion (ranked pixels set to the baseline) or insertion (ranked pixels restored into it)."""
     _check(x, target, score, batch_size)
     rank = removal_rank(pixel_relevance(maps, x), most_relevant_first=most_relevant_first)
     fill = _baseline(x, baseline)
+    inside, outside = (x, fill) if insert else (fill, x)
 
     def make(idx: torch.Tensor, mask: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask, x[idx], fill[idx])
+        return torch.where(mask, inside[idx], outside[idx])
 
     counts = _step_counts(rank.shape[1], steps)
     return _curve(model, x, target, rank, counts, make, score=score, batch_size=batch_size)
