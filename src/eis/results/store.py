@@ -170,7 +170,7 @@ class Store:
             ) from None
         if empty and not create:
             raise EisError(f"{self.path} is an empty file, not a results store; run `eis bench SUITE` first")
-        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._enable_wal()
         if str(mode).lower() != "wal":
             raise EisError(f"could not put results store {self.path} in WAL mode (got {mode!r})")
         con.execute("PRAGMA synchronous = NORMAL")
@@ -183,6 +183,19 @@ class Store:
                     con.execute(stmt)
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 con.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+
+    def _enable_wal(self) -> str:
+        """Switch to WAL. While another process is switching or creating the same new file, SQLite answers
+        "database is locked" at once (no busy handler for a journal-mode change), so retry until the busy
+        timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _check_identity(self) -> bool:
         """Raise unless the file is an empty database or an eis store of a known schema; True if empty."""

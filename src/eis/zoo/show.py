@@ -34,7 +34,7 @@ def render_grid(case: Case, out: Path, n: int = 8, seed: int = 0) -> Path:
         axes[0, i].set_title(f"pred {before[i].item()}", fontsize=7)
         axes[1, i].imshow(_img(xt[i].clamp(0, 1)), cmap=gray, vmin=0, vmax=1)
         axes[1, i].set_title(f"pred {after[i].item()}", fontsize=7)
-        axes[2, i].imshow(mask[i], cmap="magma", vmin=0, vmax=1)
+        axes[2, i].imshow(mask[i].float().numpy(), cmap="magma", vmin=0, vmax=1)
     for ax in axes.flat:
         ax.axis("off")
     for row, label in enumerate(("clean", "triggered", "mask")):
