@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,9 @@ def run_benchmark(
         todo = cells if rerun else [c for c in cells if c.key not in done]
         summary.cached = len(cells) - len(todo)
 
+        bar = _progress_bar(console) if progress and todo else None
+        task = bar.add_task("bench", total=len(todo), failed=0, current="") if bar is not None else None
+
         def on_record(cell: Cell, rec: dict[str, Any]) -> None:
             summary.ran += 1
             if rec["status"] != "ok":
@@ -91,11 +95,19 @@ def run_benchmark(
                 summary.failures.append(
                     {"track": cell.track, "tool": cell.tool, "case": rec["case_name"], "error": rec["error"]}
                 )
+            if bar is not None:
+                bar.update(task, advance=1, failed=summary.failed)
 
         def on_skip(cell: Cell) -> None:
             summary.cached += 1
+            if bar is not None:
+                bar.update(task, advance=1)
 
-        if not progress or not todo:
+        def on_start(cell: Cell) -> None:
+            if bar is not None:
+                bar.update(task, current=cell.label())
+
+        with bar if bar is not None else contextlib.nullcontext():
             run_cells_to_store(
                 todo,
                 st,
@@ -105,51 +117,35 @@ def run_benchmark(
                 retry_failed=retry_failed,
                 on_record=on_record,
                 on_skip=on_skip,
+                on_start=on_start,
             )
-            return summary
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[current]}", style="dim"),
-        )
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("bench", total=len(todo), failed=0, current="")
-
-            def on_record_bar(cell: Cell, rec: dict[str, Any]) -> None:
-                on_record(cell, rec)
-                bar.update(task, advance=1, failed=summary.failed)
-
-            def on_skip_bar(cell: Cell) -> None:
-                on_skip(cell)
-                bar.update(task, advance=1)
-
-            run_cells_to_store(
-                todo,
-                st,
-                workers=workers,
-                budget_s=budget_s,
-                rerun=rerun,
-                retry_failed=retry_failed,
-                on_record=on_record_bar,
-                on_skip=on_skip_bar,
-                on_start=lambda c: bar.update(task, current=c.label()),
-            )
-            bar.update(task, current="")
+            if bar is not None:
+                bar.update(task, current="")
         return summary
     finally:
         if not isinstance(store, Store):
             st.close()
+
+
+def _progress_bar(console: Any) -> Any:
+    """The bench progress bar: done / total, failures, elapsed time, ETA and the cell now running."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[current]}", style="dim"),
+    )
+    return Progress(*columns, console=console, transient=False)
