@@ -89,6 +89,49 @@ def test_raw_captum_deeplift_is_wrong_on_resnet() -> None:
     assert not torch.allclose(raw.sum((1, 2, 3)), delta, rtol=1e-3, atol=1e-3)
 
 
+def _captum_net(model: nn.Module, name: str) -> nn.Module:
+    from eis.tools.attribution.rewrite import drop_reshape_modules, maxpools_as_relus, split_activations
+
+    net = split_activations(model, name)
+    return drop_reshape_modules(net) if name == "lrp" else maxpools_as_relus(net)
+
+
+def _small_net(kind: str) -> nn.Module:
+    """Sigmoid: the rescale rule's general (non-ReLU) path; Tanh: LRP's pass-through rule."""
+    torch.manual_seed(5)
+    act = nn.Sigmoid() if kind == "sigmoid" else nn.Tanh()
+    return nn.Sequential(nn.Conv2d(1, 4, 3), act, nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's notes about its own hooks
+@pytest.mark.parametrize(
+    ("name", "arch"), [("deeplift", "cnn"), ("deeplift", "resnet"), ("deeplift", "sigmoid"),
+                       ("deeplift_shap", "cnn"), ("deeplift_shap", "resnet"), ("lrp", "cnn"), ("lrp", "tanh")]
+)  # fmt: skip
+def test_rule_tools_equal_captum(name: str, arch: str) -> None:
+    """Our rule implementations give Captum's maps on the same call-site-split model copy."""
+    from captum.attr import LRP, DeepLift, DeepLiftShap
+
+    if arch in ("sigmoid", "tanh"):
+        model, c, side = _small_net(arch), 1, 8
+    else:
+        c, side = (1, 16) if arch == "cnn" else (3, 32)
+        model = scaled_model(arch, c, side)
+    x = torch.rand((4, c, side, side), generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([0, 1, 2, 3])
+    tool = make_tool(name, **({"n_baselines": 4, "seed": 3} if name == "deeplift_shap" else {}))
+    ours = tool.attribute(model, x, t)
+    net = _captum_net(model, name)
+    if name == "deeplift":
+        ref = DeepLift(net).attribute(x.clone(), baselines=0.0, target=t)
+    elif name == "deeplift_shap":
+        ref = DeepLiftShap(net).attribute(x.clone(), baselines=noisy_baselines(x, 4, 0.1, 3), target=t)
+    else:
+        ref = LRP(net).attribute(x.clone(), target=t)
+    assert ours.abs().max() > 0
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
 class GuidedReLU(torch.autograd.Function):
     """Hand-written Guided Backprop ReLU: pass gradient where both input and gradient are positive."""
 

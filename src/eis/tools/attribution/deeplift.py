@@ -1,8 +1,9 @@
 """DeepLift, DeepLiftShap and LRP: rule-based backward passes, run on a call-site-split copy of the model.
 
-All three rely on Captum module hooks, so they run on :func:`split_activations`'s private copy and refuse
-models holding operations they have no rule for. Their completeness is tested: DeepLift maps sum to
-f(x) - f(baseline); LRP-epsilon equals input x gradient on bias-free ReLU nets.
+The rules are custom autograd functions (:mod:`eis.tools.attribution.rules`) placed in a private copy of
+the model in which every activation call site is its own module; models holding operations with no rule
+are refused. Completeness is tested: DeepLift maps sum to f(x) - f(baseline); LRP-epsilon equals input x
+gradient on bias-free ReLU nets; both equal Captum's implementations to float precision.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from captum.attr import LRP, DeepLift, DeepLiftShap
-from captum.attr._utils.lrp_rules import EpsilonRule
 from torch import nn
 
 from eis.errors import EisError
+from eis.tools.attribution import rules
 from eis.tools.attribution.common import CaptumTool, noisy_baselines, synced_copy
 from eis.tools.attribution.rewrite import (
     ACTIVATIONS,
@@ -28,7 +28,8 @@ from eis.tools.attribution.rewrite import (
 from eis.tools.base import register_tool
 
 # Max pools are rewritten as ReLU trees (exact summation-to-delta); any other pool left over is refused.
-_DEEPLIFT_MODULES = (*LINEAR_MODULES, MaxPoolAsReLU, *(a for a in ACTIVATIONS if a is not nn.MaxPool2d))
+_RESCALED = tuple(a for a in ACTIVATIONS if a not in (nn.MaxPool1d, nn.MaxPool2d))
+_DEEPLIFT_MODULES = (*LINEAR_MODULES, MaxPoolAsReLU, *_RESCALED)
 
 
 def deeplift_copy(model: nn.Module, method: str) -> nn.Module:
@@ -37,7 +38,7 @@ def deeplift_copy(model: nn.Module, method: str) -> nn.Module:
     def build(own: nn.Module) -> nn.Module:
         gm = maxpools_as_relus(split_activations(own, method, copy_model=False))
         check_ops(gm, method, _DEEPLIFT_MODULES)
-        return gm
+        return rules.with_rescale(gm, _RESCALED)
 
     return synced_copy(model, "deeplift", build)
 
@@ -51,7 +52,7 @@ class DeepLiftTool(CaptumTool):
 
     def _attribute(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         net = deeplift_copy(model, self.name)
-        return DeepLift(net).attribute(inputs, baselines=0.0, target=target)
+        return rules.deeplift(net, inputs, torch.zeros_like(inputs[:1]), target)[0]
 
 
 @register_tool
@@ -63,45 +64,45 @@ class DeepLiftShapTool(CaptumTool):
     stochastic: ClassVar[bool] = True
     n_baselines: int = 8
     baseline_noise: float = 0.1
-    baseline_chunk: int = 2  # baselines per Captum call: smaller (input x baseline) batches run faster on CPU
+    batch_size: int = 64  # images (inputs x baselines) per pass; larger batches run slower per image on CPU
     seed: int = 0
 
     def _attribute(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.n_baselines < 2:
             raise EisError(f"deeplift_shap needs n_baselines >= 2 (a distribution), got {self.n_baselines}")
-        if self.baseline_chunk < 2:
-            raise EisError(f"deeplift_shap needs baseline_chunk >= 2, got {self.baseline_chunk}")
+        if self.batch_size < 1:
+            raise EisError(f"deeplift_shap needs batch_size >= 1, got {self.batch_size}")
         net = deeplift_copy(model, self.name)
         base = noisy_baselines(inputs, self.n_baselines, self.baseline_noise, self.seed)
-        # the mean over all baselines, as a size-weighted mean of chunk means (every chunk has >= 2)
-        chunks = torch.tensor_split(base, max(1, len(base) // self.baseline_chunk))
-        total = sum(DeepLiftShap(net).attribute(inputs, baselines=c, target=target) * len(c) for c in chunks)
+        per_pass = max(1, self.batch_size // len(inputs))  # baselines run together against all inputs
+        total = sum(rules.deeplift(net, inputs, c, target).sum(0) for c in base.split(per_pass))
         return total / len(base)
 
 
 @register_tool
 class LRPTool(CaptumTool):
-    """Layer-wise relevance propagation, epsilon rule (Bach et al. 2015), via Captum.
+    """Layer-wise relevance propagation, epsilon rule (Bach et al. 2015), with Captum's layer rules.
 
-    Refuses models with residual additions or BatchNorm: Captum's LRP has no conserving rule for them
-    (it would pass the whole relevance down both branches of an addition).
+    Refuses models with residual additions or BatchNorm, as Captum does: the epsilon rule has no
+    conserving treatment of them here (it would pass the whole relevance down both branches of an addition).
     """
 
     name: ClassVar[str] = "lrp"
-    summary: ClassVar[str] = "LRP-epsilon; refuses residual additions and BatchNorm (no Captum rule)"
+    summary: ClassVar[str] = "LRP-epsilon; refuses residual additions and BatchNorm (no conserving rule)"
     epsilon: float = 1e-9
 
     def _attribute(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        net = synced_copy(model, "lrp", lambda own: _lrp_copy(own, self.name))
-        for mod in net.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-                mod.rule = EpsilonRule(epsilon=self.epsilon)
-        return LRP(net).attribute(inputs, target=target)
+        if not self.epsilon > 0:
+            raise EisError(f"lrp needs epsilon > 0, got {self.epsilon}")
+        net = synced_copy(model, ("lrp", self.epsilon), lambda own: _lrp_copy(own, self.name, self.epsilon))
+        return rules.lrp(net, inputs, target)
 
 
-def _lrp_copy(own: nn.Module, method: str) -> nn.Module:
+_LRP_LINEAR = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_LRP_ACTIVATIONS = (nn.ReLU, nn.Tanh)
+
+
+def _lrp_copy(own: nn.Module, method: str, epsilon: float) -> nn.Module:
     net = drop_reshape_modules(split_activations(own, method, copy_model=False))
-    allowed = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ReLU, nn.Tanh,
-               nn.Dropout)  # fmt: skip
-    check_ops(net, method, allowed, residual=False)  # BatchNorm is not in ``allowed``: refused
-    return net
+    check_ops(net, method, (*_LRP_LINEAR, *_LRP_ACTIVATIONS, nn.Dropout), residual=False)  # no BatchNorm
+    return rules.with_epsilon_rule(net, _LRP_LINEAR, _LRP_ACTIVATIONS, epsilon)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -91,28 +91,44 @@ def split_activations(model: nn.Module, method: str, copy_model: bool = True) ->
 
 
 class MaxPoolAsReLU(nn.Module):
-    """Max pooling written as a tree of ``b + relu(a - b)``, one ReLU module per comparison.
+    """Max pooling written as trees of ``b + relu(a - b)``: first across each window's columns, then rows.
 
     Same values and gradients as ``nn.MaxPool2d`` (up to ties), but DeepLift's rescale rule on these ReLUs
     satisfies summation-to-delta exactly, which Captum's own max-pool rule does not when the input and
-    baseline maxima sit at different positions.
+    baseline maxima sit at different positions. A window's columns (then rows) are strided slices, so
+    each tree level is one elementwise call on the whole batch, whose first dimension stays the batch.
     """
 
     def __init__(self, kernel: int, stride: int) -> None:
         super().__init__()
         self.kernel, self.stride = kernel, stride
-        self.relus = nn.ModuleList(nn.ReLU() for _ in range(kernel * kernel - 1))
+        self.relus = nn.ModuleList(nn.ReLU() for _ in range(2 * (kernel - 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        cols = F.unfold(x.reshape(n * c, 1, h, w), self.kernel, stride=self.stride)  # (N*C, k*k, L)
-        vals = list(cols.unbind(1))
         relus = iter(self.relus)
+        for dim in (-1, -2):
+            x = self._tree(self._windows(x, dim), relus)
+        return x
+
+    def _windows(self, x: torch.Tensor, dim: int) -> list[torch.Tensor]:
+        """The ``i``-th element of every window along ``dim``, for each ``i`` (strided views)."""
+        k, s = self.kernel, self.stride
+        out = (x.shape[dim] - k) // s + 1
+        return [_strided(x.narrow(dim, i, s * (out - 1) + 1), dim, s) for i in range(k)]
+
+    @staticmethod
+    def _tree(vals: list[torch.Tensor], relus: Iterator[nn.Module]) -> torch.Tensor:
         while len(vals) > 1:
             nxt = [b + next(relus)(a - b) for a, b in zip(vals[0::2], vals[1::2], strict=False)]
             vals = nxt + vals[len(nxt) * 2 :]
-        oh, ow = (h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1
-        return vals[0].reshape(n, c, oh, ow)
+        return vals[0]
+
+
+def _strided(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
+    """Every ``step``-th element of ``x`` along ``dim`` (a view)."""
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(None, None, step)
+    return x[tuple(index)]
 
 
 def maxpools_as_relus(gm: fx.GraphModule) -> fx.GraphModule:
