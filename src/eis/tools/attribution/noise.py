@@ -20,7 +20,7 @@ class _NoiseTool(CaptumTool):
     nt_type: ClassVar[str] = ""
     n_samples: int = 16
     stdev: float = 0.15  # noise std in input units (images are in [0, 1])
-    batch_size: int = 256  # images per forward+backward pass (noisy copies x batch, at least one copy)
+    batch_size: int = 128  # images per forward+backward pass (noisy copies x batch, at least one copy)
     seed: int = 0
 
     def _attribute(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
