@@ -213,6 +213,14 @@ def test_bar_miss_fails_loudly_and_writes_nothing(fresh_home):
             '[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nrole = "x"\nclean = 1\n',
             "role 'x' is not valid",
         ),
+        (
+            '[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nclean = 1\nvary = {wd = [1, 2]}\n',
+            "vary has unknown setting 'wd'; valid: batch_size, epochs, lr",
+        ),
+        (
+            '[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nclean = 1\nvary = {lr = [0.1]}\n',
+            "vary.lr must be [low, high] with 0 < low <= high, got [0.1]",
+        ),
     ],
 )
 def test_malformed_suites_exit_2(tmp_path, content, message):
@@ -239,3 +247,21 @@ def test_populations_expand_deterministically():
     a = [s.case_id for s in eis.zoo.suite_cases("smoke")]
     b = [s.case_id for s in eis.zoo.suite_cases("smoke")]
     assert a == b and len(set(a)) == len(a)
+
+
+def test_population_vary_draws_settings_independently_of_the_flaw(tmp_path):
+    """Every member draws epochs and lr from the same ranges, clean and trojaned alike (metadata parity)."""
+    path = tmp_path / "vary.toml"
+    path.write_text(
+        '[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nclean = 20\nflawed = 20\n'
+        "seed = 5\ntrain = { batch_size = 32 }\nvary = { epochs = [10, 14], lr = [0.001, 0.004] }\n"
+    )
+    specs = eis.zoo.suite_cases(str(path))
+    for s in specs:
+        assert 10 <= s.training()["epochs"] <= 14 and 0.001 <= s.training()["lr"] <= 0.004
+        assert s.training()["batch_size"] == 32  # fixed settings stay
+    by_kind = {k: [s.training()["epochs"] for s in specs if (s.flaw["kind"] == "clean") == k] for k in (0, 1)}
+    assert len(set(by_kind[0])) > 1 and len(set(by_kind[1])) > 1  # both groups spread over the range
+    # deterministic: the same file expands to the same draws
+    again = eis.zoo.suite_cases(str(path))
+    assert [s.train for s in specs] == [s.train for s in again]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from eis.cli import app
 from eis.cli.common import console, user_errors
@@ -69,7 +70,8 @@ def print_summary(summary: BenchSummary, shown: int = 10) -> None:
     console.print(summary.line(), highlight=False)
     for f in summary.failures[:shown]:
         console.print(
-            f"  [red]failed[/] {f['track']} · {f['tool']} · {f['case']}: {f['error']}", highlight=False
+            f"  [red]failed[/] {f['track']} · {f['tool']} · {f['case']}: {escape(str(f['error']))}",
+            highlight=False,
         )
     if len(summary.failures) > shown:
         console.print(f"  ... and {len(summary.failures) - shown} more (see `eis report`)")

@@ -24,6 +24,8 @@ whose targets and triggers are drawn from the population's seed; every member ge
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import tomllib
 from importlib import resources
@@ -37,7 +39,12 @@ from eis.zoo.flaws import CORNERS, FLAWS
 from eis.zoo.spec import CaseSpec
 
 CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
-POPULATION_FIELDS = {"name", "dataset", "arch", "role", "clean", "flawed", "flaws", "seed", "train", "bars"}
+POPULATION_FIELDS = {
+    "name", "dataset", "arch", "role", "clean", "flawed", "flaws", "seed", "train", "vary", "bars",
+}  # fmt: skip
+# Training settings a population may draw per member, clean and flawed alike (metadata parity): lr is
+# drawn log-uniformly, integers uniformly, from [low, high].
+VARY_FIELDS = {"lr": float, "epochs": int, "batch_size": int}
 ROLES = ("eval", "train")
 # natural triggers drawn for populations: shapes that stay recognisable at a few pixels (thin ones such
 # as rings, crescents and diamonds made too many random draws miss the attack-success bar on digits)
@@ -142,13 +149,43 @@ def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
         _random_flaw(kinds[i % len(kinds)], rng, num_classes) for i in range(n_flawed)
     ]
     rng.shuffle(flaws)
-    common = {k: entry[k] for k in ("dataset", "arch", "train", "bars") if k in entry}
-    return [
-        CaseSpec(
-            name=f"{name}-{i:03d}", flaw=flaw, seed=seed * 1000 + i, population=name, role=role, **common
-        ).validated()
-        for i, flaw in enumerate(flaws)
-    ]
+    vary = _vary(suite, name, entry.get("vary", {}))
+    common = {k: entry[k] for k in ("dataset", "arch", "bars") if k in entry}
+    specs = []
+    for i, flaw in enumerate(flaws):
+        member = seed * 1000 + i
+        train = {**entry.get("train", {}), **_draw(vary, random.Random(member))}
+        spec = CaseSpec(f"{name}-{i:03d}", flaw=flaw, seed=member, train=train, **common)
+        specs.append(dataclasses.replace(spec, population=name, role=role).validated())
+    return specs
+
+
+def _vary(suite: str, name: str, vary: Any) -> dict[str, tuple[float, float]]:
+    """Check a population's ``vary`` table: {setting = [low, high]} over :data:`VARY_FIELDS`."""
+    where = f"suite {suite!r}: population {name!r} vary"
+    if not isinstance(vary, dict):
+        raise EisError(f"{where} must be a table like {{lr = [0.001, 0.004], epochs = [20, 30]}}")
+    out = {}
+    for key, bounds in vary.items():
+        if key not in VARY_FIELDS:
+            raise EisError(f"{where} has unknown setting {key!r}; valid: {', '.join(sorted(VARY_FIELDS))}")
+        ok = isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
+        if not ok or not 0 < bounds[0] <= bounds[1]:
+            raise EisError(f"{where}.{key} must be [low, high] with 0 < low <= high, got {bounds!r}")
+        out[key] = (bounds[0], bounds[1])
+    return out
+
+
+def _draw(vary: dict[str, tuple[float, float]], rng: random.Random) -> dict[str, Any]:
+    """One member's training settings from a checked ``vary`` table (sorted keys: order-independent)."""
+    drawn: dict[str, Any] = {}
+    for key in sorted(vary):
+        low, high = vary[key]
+        if VARY_FIELDS[key] is int:
+            drawn[key] = rng.randint(int(low), int(high))
+        else:
+            drawn[key] = float(f"{math.exp(rng.uniform(math.log(low), math.log(high))):.3g}")
+    return drawn
 
 
 def _random_flaw(kind: str, rng: random.Random, num_classes: int) -> dict[str, Any]:
