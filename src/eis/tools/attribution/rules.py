@@ -7,7 +7,8 @@ in a private, call-site-split copy of the model (see :mod:`eis.tools.attribution
 - DeepLift: the baselines run once on their own (a black baseline is one image, not a batch) while
   every activation records its reference input and output; the inputs then run with a backward that
   multiplies the incoming gradient by the rescale multiplier ``(y - y_ref) / (u - u_ref)`` (the plain
-  derivative where ``|u - u_ref| < 1e-10``, as Captum does). The map is ``(x - x_ref) * dF/dx``.
+  derivative where u == u_ref; for activations other than ReLU, where ``|u - u_ref| < 1e-10`` as in
+  Captum). The map is ``(x - x_ref) * dF/dx``.
 - LRP-epsilon: with relevance written as ``R = a * g`` at every tensor ``a``, the epsilon rule for a
   linear module with output ``z`` becomes ``g_in = J^T (g_out * z / (z + eps * sign(z)))`` and relevance
   passes unchanged through activations (``g_u = g_a * a / u``); the map is ``x * g_x``.
@@ -27,7 +28,6 @@ from eis.errors import ToolRefusal
 
 Types = tuple[type[nn.Module], ...]
 _EPS_FALLBACK = 1e-10  # |u - u_ref| below which the rescale multiplier falls back to the derivative
-_TINY = 1e-30  # for ReLU: (dy + p_ref * tiny) / (du + tiny) is dy / du, or the derivative p_ref where du == 0
 
 
 class _Rescale(torch.autograd.Function):
@@ -45,8 +45,11 @@ class _Rescale(torch.autograd.Function):
         du = u.reshape(shape) - ref_in.unsqueeze(1)
         dy = y.reshape(shape) - ref_out.unsqueeze(1)
         if isinstance(act, nn.ReLU):
-            p_ref = ref_in.sign().clamp_(min=0).mul_(_TINY).unsqueeze(1)
-            m = dy.add_(p_ref).div_(du.add_(_TINY))
+            # (dy + p_ref * tiny) / (du + tiny) is dy / du wherever du != 0 (tiny is the smallest normal
+            # float, lost in any nonzero difference of activations) and the derivative p_ref where du == 0
+            tiny = torch.finfo(u.dtype).tiny
+            p_ref = ref_in.sign().clamp_(min=0).mul_(tiny).unsqueeze(1)
+            m = dy.add_(p_ref).div_(du.add_(tiny))
         else:
             small = du.abs() < _EPS_FALLBACK
             m = torch.where(small, _derivative(act, u).reshape(shape), dy / torch.where(small, 1.0, du))
