@@ -165,20 +165,11 @@ class _Case:
         return _Truth(self._kind)
 
 
-class _Track(SanityTrack):
-    """The sanity track with the permuted-label sibling given, not looked up in the zoo cache."""
-
-    sibling: _Case | None = None
-
-    def permuted_sibling(self, case: _Case) -> _Case | None:
-        return self.sibling
-
-
 def test_track_run_and_summarize(trained) -> None:
     load_builtin_tracks()
     assert TRACKS.get("sanity") is SanityTrack
     model, x = trained
-    track = _Track()
+    track = SanityTrack()
     case = _Case(model, x[:8])
     assert track.applies_to(case) and not track.applies_to(_Case(model, x, kind="patch"))
     rows = []
@@ -207,6 +198,29 @@ def test_track_run_and_summarize(trained) -> None:
     assert set(table.flaw) == {"clean", "all"}
     assert "spearman_abs_data" not in cell.scores
     torch.manual_seed(5)
-    track.sibling = _Case(SmallCNN(1, 10, 16, width=16).eval(), x[:8], kind="label_permutation", name="perm")
-    cell = track.run(case, make_tool("gradcam"))
+    perm = _Case(SmallCNN(1, 10, 16, width=16).eval(), x[:8], kind="label_permutation", name="perm")
+    other = _Case(model, x[:8], kind="patch", name="p")
+    assert track.partner(case, [case, other]) is None
+    assert track.partner(case, [other, case, perm]) is perm  # found in the run's cases, not the cache
+    cell = track.run(case, make_tool("gradcam"), partner=perm)
     assert len(cell.items["spearman_abs_data"]) == 8 and cell.extras["data_randomization_case"] == "perm"
+
+
+def test_runner_pairs_each_clean_case_with_its_suites_permuted_case(smoke_cases) -> None:
+    """The data-randomisation partner comes from the run's own cases and is part of the cell key."""
+    from eis.runner.cells import cell_key, expand
+    from eis.runner.execute import run_cell
+
+    def gradcam_cells(cases):  # (controls always run too)
+        return [c for c in expand(cases, tools=["gradcam"], tracks=["sanity"]) if c.tool == "gradcam"]
+
+    (cnn,) = gradcam_cells(smoke_cases)  # the suite's one clean case
+    assert cnn.case.name == "digits-cnn-clean" and cnn.partner.name == "digits-cnn-permuted"
+    (alone,) = gradcam_cells([c for c in smoke_cases if c.name != "digits-cnn-permuted"])
+    assert alone.partner is None  # nothing looked up in the cache
+    plain = cell_key(cnn.case.id, cnn.tool, cnn.settings_json, cnn.track, cnn.track_version)
+    assert alone.key == plain and cnn.key != plain  # another partner is another cell
+    rec, _ = run_cell(cnn)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["extras"]["data_randomization_case"] == cnn.partner.id
+    assert 0.0 <= rec["scores"]["spearman_abs_data"] <= 1.0

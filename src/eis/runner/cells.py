@@ -1,9 +1,10 @@
 """Cells: the expansion of cases x tools x tracks, with the cache key and the seed of each cell.
 
-Cache key = sha256 of (case id, tool name, tool settings as canonical JSON, track name, track version):
-a finished cell is never recomputed unless asked. The seed depends on the case and the track only (not on
-the tool and never on the order or the worker), so every tool on a case is asked about the same inputs
-and the results are identical whatever the worker count.
+Cache key = sha256 of (case id, tool name, tool settings as canonical JSON, track name, track version, and
+the id of the track's partner case when it names one): a finished cell is never recomputed unless asked.
+The seed depends on the case and the track only (not on the tool and never on the order or the worker),
+so every tool on a case is asked about the same inputs and the results are identical whatever the worker
+count.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Cell:
     key: str
     seed: int
     tool_obj: Tool | None = dataclasses.field(default=None, compare=False, repr=False)
+    partner: Any = dataclasses.field(default=None, repr=False)  # the track's partner case (Track.partner)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -45,9 +47,12 @@ class Cell:
         return f"{self.track} · {self.tool} · {getattr(self.case, 'name', self.case.id)}"
 
 
-def cell_key(case_id: str, tool: str, settings_json: str, track: str, track_version: str) -> str:
+def cell_key(
+    case_id: str, tool: str, settings_json: str, track: str, track_version: str, partner_id: str | None = None
+) -> str:
     """The cache key of a cell (hex sha256)."""
-    payload = json.dumps([str(case_id), tool, settings_json, track, str(track_version)])
+    fields = [str(case_id), tool, settings_json, track, str(track_version)]
+    payload = json.dumps(fields if partner_id is None else [*fields, str(partner_id)])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -116,9 +121,11 @@ def expand(
         for case in cases:
             if not tr.applies_to(case):
                 continue
+            partner = tr.partner(case, cases)
             for tool in per_track[tr.name]:
                 settings_json = dumps(tool.settings())
-                key = cell_key(case.id, tool.name, settings_json, tr.name, tr.version)
+                pid = None if partner is None else partner.id
+                key = cell_key(case.id, tool.name, settings_json, tr.name, tr.version, pid)
                 cells.setdefault(
                     key,
                     Cell(
@@ -132,6 +139,7 @@ def expand(
                         key=key,
                         seed=cell_seed(case.id, tr.name),
                         tool_obj=tool,
+                        partner=partner,
                     ),
                 )
     return list(cells.values())

@@ -16,6 +16,8 @@ import numpy as np
 from eis.registry import Registry
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -55,8 +57,19 @@ class Track:
         raise NotImplementedError
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
-        """Ask ``tool`` about ``case`` and score its answer against ``case.truth()``."""
+        """Ask ``tool`` about ``case`` and score its answer against ``case.truth()``.
+
+        A track whose :meth:`partner` names a case also receives it, as ``run(..., partner=case)``.
+        """
         raise NotImplementedError
+
+    def partner(self, case: Case, cases: Sequence[Case]) -> Case | None:
+        """Another case of the same run that ``case``'s cells compare against (default: none).
+
+        Chosen from the run's own ``cases``, never from whatever happens to be cached, and part of the
+        cell's key: the same suite gives the same pairing on every machine.
+        """
+        return None
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Leaderboard from this track's stored cells.

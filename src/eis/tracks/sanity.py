@@ -6,8 +6,9 @@ and each randomised map is compared with the original by Spearman rank correlati
 SSIM and HOG correlation (:mod:`eis.tracks.metrics.similarity`). Data randomisation compares the maps of two
 models of one architecture, one trained on true labels and one on permuted labels
 (:func:`data_randomization`; the zoo's ``label_permutation`` flaw trains the latter). The track runs it when
-a built ``label_permutation`` case of the same dataset and architecture is in the zoo cache
-(:meth:`SanityTrack.permuted_sibling`), adding ``<metric>_data`` scores; it does not enter the verdict.
+the same run holds a ``label_permutation`` case of the same dataset and architecture (its partner case,
+:meth:`SanityTrack.partner`, part of the cell key), adding ``<metric>_data`` scores; it does not enter the
+verdict.
 
 Verdict. The *top layers* are the top half of the parameterised layers (rounded up) and at least the
 *head* (every parameterised layer after the last one with a spatial output, the part that decides the
@@ -34,7 +35,6 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci
 from eis.tracks import randomize
 from eis.tracks.base import CellResult, Track, register_track, standalone
@@ -42,6 +42,8 @@ from eis.tracks.figures import curve_panels, mean_curves
 from eis.tracks.metrics.similarity import SIMILARITIES, normalize_abs, similarities
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from eis.tools.base import AttributionTool, Tool
     from eis.zoo.case import Case
 
@@ -181,7 +183,16 @@ class SanityTrack(Track):
     def applies_to(self, case: Case) -> bool:
         return standalone(case) and case.truth().kind == "clean"
 
-    def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
+    def partner(self, case: Case, cases: Sequence[Case]) -> Case | None:
+        """The run's first case trained on permuted labels with ``case``'s dataset, architecture and shape."""
+        kind = (case.dataset, case.arch, case.input_shape)
+        for other in cases:
+            same = (other.dataset, other.arch, other.input_shape) == kind
+            if same and other.id != case.id and other.truth().kind == "label_permutation":
+                return other
+        return None
+
+    def run(self, case: Case, tool: Tool, *, seed: int = 0, partner: Case | None = None) -> CellResult:
         model = case.model()
         x, _ = case.inputs(n=self.n_inputs)
         x = x.to(next(model.parameters()).device)
@@ -191,7 +202,7 @@ class SanityTrack(Track):
         for metric in SIMILARITIES:
             items[f"{metric}_top"] = top[metric].tolist()
             items[f"{metric}_all"] = full[metric].tolist()
-        sibling = self.permuted_sibling(case)
+        sibling = partner
         if sibling is not None:
             data = data_randomization(tool, model, sibling.model(x.device), x)  # type: ignore[arg-type]
             items.update({f"{metric}_data": v.tolist() for metric, v in data.items()})
@@ -215,24 +226,6 @@ class SanityTrack(Track):
             "randomised_all": _image(res.maps["randomised_all"]),
         }
         return CellResult(scores=scores, flaw="clean", items=items, extras=extras, gallery=gallery)
-
-    def permuted_sibling(self, case: Case) -> Case | None:
-        """A built zoo case trained on permuted labels with ``case``'s dataset and architecture, if any."""
-        try:
-            import eis.zoo
-
-            built = eis.zoo.list_built()
-        except (EisError, OSError):
-            return None
-        for other in built:
-            same = (other.dataset, other.arch, other.input_shape) == (
-                case.dataset,
-                case.arch,
-                case.input_shape,
-            )
-            if same and other.id != case.id and other.truth().kind == "label_permutation":
-                return other
-        return None
 
     def figures(self, rows: pd.DataFrame) -> list[tuple[str, Figure]]:
         """Spearman-abs similarity to the original map as layers are randomised from the top down."""
