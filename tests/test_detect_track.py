@@ -188,8 +188,8 @@ def test_learned_tool_fits_on_train_population_and_caches(
     track = DetectTrack(n_inputs=64, n_eval=64)
     tool = make_tool("mntd", steps=30)
     first = track.run(EVAL[1], tool)
-    files = list((eis_home / "detectors").glob("mntd-*.safetensors"))
-    assert len(files) == 1 and not list((eis_home / "detectors").glob("*.pkl"))
+    files = list((eis_home / "detectors" / "mntd").glob("*/weights.safetensors"))
+    assert len(files) == 1 and not list((eis_home / "detectors").rglob("*.pkl"))
     assert track.training_cases(EVAL[1]) == TRAIN  # same dataset and arch, role train
 
     def boom(*args: Any, **kwargs: Any) -> None:

@@ -24,19 +24,15 @@ bootstrap of the difference).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from eis.cache import cached_state
 from eis.errors import EisError
-from eis.paths import eis_home
 from eis.stats import CI, bootstrap_ci, ci_columns, verdict
 from eis.tools.detection.base import Detection, DetectionTool
 from eis.tracks.base import CellResult, Track, register_track
@@ -187,28 +183,17 @@ class DetectTrack(Track):
         ids = sorted(c.id for c in train)
         if case.id in ids:
             raise EisError(f"detect: case {case.name!r} is in its own training population")
-        key = json.dumps(
-            {"tool": tool.name, "settings": tool.settings(), "train": ids, "v": self.version},
-            sort_keys=True,
-            default=str,
-        )
-        path = (
-            eis_home()
-            / "detectors"
-            / f"{tool.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
-        )
-        if path.exists():
-            with safe_open(str(path), framework="pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-                meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-            tool.set_state(tensors, meta)
-            return
-        models = [c.model() for c in train]
-        labels = [int(c.truth().kind != "clean") for c in train]
-        x, y = train[0].inputs(split="test")
-        tool.fit(models, labels, x[: self.n_inputs], y[: self.n_inputs], train[0].num_classes)
-        tensors, meta = tool.get_state()
-        _save(path, tensors, {**meta, "train_case_ids": ids})
+        key = {"tool": tool.name, "settings": tool.settings(), "train": ids, "v": self.version}
+
+        def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            models = [c.model() for c in train]
+            labels = [int(c.truth().kind != "clean") for c in train]
+            x, y = train[0].inputs(split="test")
+            tool.fit(models, labels, x[: self.n_inputs], y[: self.n_inputs], train[0].num_classes)
+            tensors, meta = tool.get_state()
+            return tensors, _jsonable({**meta, "train_case_ids": ids})
+
+        tensors, meta, _ = cached_state(f"detectors/{tool.name}", key, fit)
         tool.set_state(tensors, meta)
 
     # ------------------------------------------------------------ summarize
@@ -355,17 +340,6 @@ def _check_trigger(det: Detection, x: torch.Tensor, name: str) -> None:
         )
     if not (torch.isfinite(det.mask).all() and torch.isfinite(det.pattern).all()):
         raise EisError(f"tool {name!r} returned a non-finite trigger")
-
-
-def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-        str(tmp),
-        metadata={"meta": json.dumps(_jsonable(meta))},
-    )
-    tmp.replace(path)
 
 
 def _jsonable(value: Any) -> Any:

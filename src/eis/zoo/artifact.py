@@ -14,17 +14,14 @@ killed build leaves nothing half-written under the final name. Loading never unp
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from eis.cache import atomic_dir, sha256
 from eis.errors import EisError
 from eis.paths import eis_home
 
@@ -42,10 +39,6 @@ def zoo_dir() -> Path:
     return path
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_artifact(
     case_id: str,
     model: torch.nn.Module,
@@ -60,9 +53,7 @@ def write_artifact(
     When another process finished the same artifact first, its copy is kept (the bytes are the same);
     ``replace`` swaps in the new one instead (a forced rebuild).
     """
-    final = zoo_dir() / case_id
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=zoo_dir()))
-    try:
+    with atomic_dir(zoo_dir() / case_id, replace=replace) as tmp:
         (tmp / "truth").mkdir()
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
@@ -72,17 +63,7 @@ def write_artifact(
         )
         manifest = {**visible, "schema": MANIFEST_SCHEMA, "files": {f: sha256(tmp / f) for f in FILES}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if final.exists() and replace:
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return zoo_dir() / case_id
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

@@ -7,11 +7,8 @@ stably in a few hundred steps with no tuning, and its decoder has the same struc
 would (latent -> coarse feature map -> image), which is all the adversary needs: ``head(z)`` gives the
 internal activations, ``tail(h)`` renders them.
 
-Trained modules are cached like zoo artifacts, under ``eis_home()/<kind>/<hash>/``: ``weights.safetensors``
-plus ``meta.json`` (the key the hash was made from, the build settings and the SHA-256 of the weights).
-A hash mismatch or unreadable file means a corrupt artifact, which is retrained, never loaded; writes go
-to a temporary folder renamed into place. Loading never unpickles. :func:`cached_module` is shared with
-the synthesis judge's feature extractor.
+Trained modules are kept by :func:`eis.cache.cached_state` under ``eis_home()/<kind>/<hash>/`` (verified,
+atomic, never unpickled); :func:`cached_module` is shared with the synthesis judge's feature extractor.
 """
 
 from __future__ import annotations
@@ -19,21 +16,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from eis.cache import cached_state
 from eis.errors import EisError
-from eis.paths import eis_home
-from eis.zoo.artifact import sha256
 
 GENERATOR_VERSION = 1
 
@@ -49,37 +41,15 @@ def cached_module(
     ``key`` (JSON) identifies the artifact; ``train(module)`` trains in place and returns JSON-able notes
     (losses, seconds) stored in ``meta.json``. Returns the module (CPU, eval mode) and its folder.
     """
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    root = eis_home() / kind
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / digest
     module = build(key)
-    if final.is_dir():
-        try:
-            meta = json.loads((final / "meta.json").read_text())
-            if meta.get("key") != key or sha256(final / "weights.safetensors") != meta.get("sha256"):
-                raise ValueError("hash or key mismatch")
-            module.load_state_dict(load_file(str(final / "weights.safetensors")))
-            return module.eval(), final
-        except (OSError, ValueError, KeyError, RuntimeError):
-            shutil.rmtree(final, ignore_errors=True)  # corrupt: retrain below
-    notes = train(module)
-    module.eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{digest}-", dir=root))
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, str(tmp / "weights.safetensors"))
-        meta = {"key": key, "sha256": sha256(tmp / "weights.safetensors"), "notes": notes}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return module, final
+
+    def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        notes = train(module)
+        return module.state_dict(), notes
+
+    state, _, root = cached_state(kind, key, fit)
+    module.load_state_dict(state)
+    return module.eval(), root
 
 
 class VAE(nn.Module):
