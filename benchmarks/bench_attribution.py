@@ -5,7 +5,7 @@ For each (arch, input size) the script times every registered attribution tool o
 of the tool's time to its floor: the time of as many forward+backward passes (of the batch, with respect
 to the input) as the method needs, timed on the same model and batch in the same run. Target: <= 1.3x.
 
-    .venv/bin/python benchmarks/bench_attribution.py            # batch 64, 3 repeats
+    .venv/bin/python benchmarks/bench_attribution.py            # batch 64, best of 5
     .venv/bin/python benchmarks/bench_attribution.py --quick    # batch 16, 1 repeat, fewer settings
 
 DeepLift, DeepLiftShap and LRP are our own rule implementations (eis.tools.attribution.rules); for them
@@ -111,7 +111,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = args.batch or (16 if args.quick else 64)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     settings = [SETTINGS[0], SETTINGS[3]] if args.quick else SETTINGS
     names = args.tools.split(",") if args.tools else list_tools("attribution")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
