@@ -120,7 +120,7 @@ def reference_loop(model, x, y, a) -> object:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=1040, help="images per forward pass in ours")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (ours, the floor)")
     p.add_argument("--setup", action="store_true", help="create benchmarks/.venv-quantus and exit")
     p.add_argument("--quantus", type=Path, help=argparse.SUPPRESS)  # internal: run inside the Quantus venv
     args = p.parse_args()

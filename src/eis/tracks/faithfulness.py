@@ -54,7 +54,7 @@ def faithfulness_curves(
     road_fractions: tuple[float, ...] = fm.ROAD_FRACTIONS,
     road_noise: float = 0.01,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Every curve of the track: name -> (N, points) float64 tensor."""
     kw: dict[str, Any] = {"batch_size": batch_size}
@@ -104,7 +104,7 @@ class FaithfulnessTrack(Track):
     steps: ClassVar[int] = 32
     region: ClassVar[int] = 4
     road_noise: ClassVar[float] = 0.01
-    batch_size: ClassVar[int] = 256
+    batch_size: ClassVar[int] = 0  # automatic (see eis.tracks.metrics.faithfulness)
     n_resamples: ClassVar[int] = 1000
 
     def applies_to(self, case: Case) -> bool:

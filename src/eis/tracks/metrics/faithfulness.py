@@ -19,7 +19,8 @@ The model's output ``f`` is the softmax probability of the target class (``score
   so the class cannot leak through the mask itself. ``road_auc`` is the mean of the curve over fractions.
 
 Every curve evaluates many (input, perturbation level) pairs per forward pass, ``batch_size`` images at a
-time; nothing loops over pixels. Curves are float64 tensors (N, points) on ``x``'s device.
+time (0 = automatic: 64 on CPU, where larger batches fall out of cache and run up to 2x slower per image,
+1024 on a GPU); nothing loops over pixels. Curves are float64 tensors (N, points) on ``x``'s device.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def _check(x: torch.Tensor, target: torch.Tensor, score: str, batch_size: int) -
         raise EisError(f"target must be (N,) = ({x.shape[0]},), got shape {tuple(target.shape)}")
     if score not in SCORES:
         raise EisError(f"unknown score {score!r}; valid: {', '.join(SCORES)}")
-    if batch_size < 1:
-        raise EisError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 0:
+        raise EisError(f"batch_size must be >= 0 (0 = automatic), got {batch_size}")
 
 
 def pixel_relevance(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +108,7 @@ def _curve(
     """f at every (input, level) pair: level s perturbs the pixels with rank < counts[s]; chunked forwards."""
     n, _, h, w = x.shape
     s = counts.numel()
+    batch_size = batch_size or (1024 if x.device.type == "cuda" else 64)
     out = torch.empty(n * s, dtype=torch.float64, device=x.device)
     counts = counts.to(x.device)
     for start in range(0, n * s, batch_size):
@@ -141,7 +143,7 @@ def deletion_curve(
     most_relevant_first: bool = True,
     baseline: str = "black",
     score: str = "prob",
-    batch_size: int = 256,
+    batch_size: int = 0,
 ) -> torch.Tensor:
     """(N, steps + 1) f after deleting (setting to ``baseline``) growing fractions k/steps of the pixels."""
     settings = (steps, most_relevant_first, baseline, score, batch_size)
@@ -158,7 +160,7 @@ def insertion_curve(
     most_relevant_first: bool = True,
     baseline: str = "black",
     score: str = "prob",
-    batch_size: int = 256,
+    batch_size: int = 0,
 ) -> torch.Tensor:
     """(N, steps + 1) f after inserting growing fractions k/steps of the pixels into the baseline image."""
     settings = (steps, most_relevant_first, baseline, score, batch_size)
@@ -214,7 +216,7 @@ def region_perturbation_curve(
     most_relevant_first: bool = True,
     seed: int = 0,
     score: str = "prob",
-    batch_size: int = 256,
+    batch_size: int = 0,
 ) -> torch.Tensor:
     """(N, L + 1) f(x^(k)), k = 0 .. L, r x r regions replaced by uniform noise (default L: all regions)."""
     _check(x, target, score, batch_size)
@@ -314,7 +316,7 @@ def road_curve(
     noise: float = 0.01,
     seed: int = 0,
     score: str = "prob",
-    batch_size: int = 256,
+    batch_size: int = 0,
 ) -> torch.Tensor:
     """(N, len(fractions)) f after removing each fraction of pixels and imputing them (ROAD)."""
     _check(x, target, score, batch_size)
