@@ -389,3 +389,21 @@ def test_guided_backprop_ignores_top_layers_saliency_does_not() -> None:
             for n in ("guided_backprop", "saliency")}  # fmt: skip
     assert corr["guided_backprop"] > 0.6, corr
     assert corr["saliency"] < corr["guided_backprop"] - 0.25, corr
+
+
+@pytest.mark.parametrize("name", ["deeplift", "guided_backprop", "gradcam", "lrp"])
+def test_private_copies_follow_the_models_weights(name: str) -> None:
+    """Rule-based tools run on a private copy sharing the model's tensors: weight edits are seen at once."""
+    model = contract_model("cnn", 1, 16)
+    x = torch.rand((3, 1, 16, 16), generator=torch.Generator().manual_seed(8))
+    tool = make_tool(name)
+    tool.attribute(model, x, 1)  # builds and caches the copy
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-0.5)  # in place: the same tensor objects
+    fresh = copy.deepcopy(model)  # a model the tool has never seen
+    torch.testing.assert_close(tool.attribute(model, x, 1), tool.attribute(fresh, x, 1))
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    head.weight = nn.Parameter(torch.randn_like(head.weight))  # a swapped-in parameter: copy rebuilt
+    fresh = copy.deepcopy(model)
+    torch.testing.assert_close(tool.attribute(model, x, 1), tool.attribute(fresh, x, 1))

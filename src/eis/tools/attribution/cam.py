@@ -17,7 +17,7 @@ from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
 from torch import nn
 
 from eis.errors import EisError, ToolRefusal
-from eis.tools.attribution.common import CaptumTool, cached, synced_copy
+from eis.tools.attribution.common import CaptumTool, cached, shared_copy
 from eis.tools.attribution.guided import relu_split_copy
 from eis.tools.base import register_tool
 
@@ -62,7 +62,7 @@ def gradcam(
     model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, layer: str, mode: str
 ) -> torch.Tensor:
     """Rectified Grad-CAM at ``layer`` of a private copy of ``model``, upsampled to (N, 1, H, W)."""
-    net = synced_copy(model, "cam", _no_inplace)
+    net = shared_copy(model, "cam", _no_inplace)
     key = ("cam_layer", layer, tuple(inputs.shape[1:]))
     name = cached(model, key, lambda: cam_layer(net, inputs[:1], layer))
     cam = LayerGradCam(net, net.get_submodule(name)).attribute(inputs, target=target, relu_attributions=True)

@@ -147,15 +147,21 @@ class CaptumTool(AttributionTool):
 
 # Per-model caches: hook-based methods rebuild a private model copy and every call probes the model
 # for its number of classes; on the zoo's small models that overhead would exceed the method's own
-# cost. Entries are keyed weakly by the model and dropped when its module structure or device changes.
+# cost. Entries are keyed weakly by the model and rebuilt when its modules or tensor objects change.
 _Entries = dict[Hashable, tuple[Hashable, Any]]
 _CACHE: weakref.WeakKeyDictionary[nn.Module, _Entries] = weakref.WeakKeyDictionary()
 
 
 def structure(model: nn.Module) -> Hashable:
-    """A cheap fingerprint of the model's module tree, parameter shapes and device."""
-    params = tuple((p.shape, p.device, p.dtype) for p in model.parameters())
-    return tuple((n, type(m), id(m)) for n, m in model.named_modules()), params
+    """A cheap fingerprint of the model's module tree and of its parameter and buffer objects.
+
+    Objects, not values: the private copies below share the model's tensors, so a change of values is
+    seen at once, while a swapped-in parameter or buffer (``module.weight = ...``, ``model.to(device)``
+    replacing buffers) changes the fingerprint and rebuilds the copy.
+    """
+    params = tuple((id(p), p.shape, p.device, p.dtype) for p in model.parameters())
+    buffers = tuple((id(b), b.shape, b.device, b.dtype) for b in model.buffers())
+    return tuple((n, type(m), id(m)) for n, m in model.named_modules()), params, buffers
 
 
 def cached(model: nn.Module, key: Hashable, build: Callable[[], Any]) -> Any:
@@ -169,14 +175,26 @@ def cached(model: nn.Module, key: Hashable, build: Callable[[], Any]) -> Any:
     return hit[1]
 
 
-def synced_copy(model: nn.Module, key: Hashable, build: Callable[[nn.Module], nn.Module]) -> nn.Module:
-    """A cached private copy ``build(deepcopy(model))`` whose weights and buffers are refreshed each call."""
-    net = cached(model, key, lambda: build(copy.deepcopy(model)))
-    own, src = net.state_dict(), model.state_dict()
-    stale = sorted(set(own) - set(src))
-    if stale:  # the copy holds state the model no longer has: never run on stale weights
-        raise EisError(f"model copy out of sync with the model (e.g. {stale[0]!r}); rebuild the model")
-    with torch.no_grad():
-        for name, value in own.items():
-            value.copy_(src[name])
-    return net
+def shared_copy(model: nn.Module, key: Hashable, build: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """A cached private copy ``build(deepcopy(model))`` holding the model's own parameter and buffer tensors.
+
+    ``build`` may rewrite modules (hooks, activations) but must keep parameter and buffer names. Sharing
+    the tensors means the copy never runs on stale weights and costs no copying per call; the copy's
+    modules, hooks and graph stay private. Nothing run on a copy may change a tensor in place.
+    """
+
+    def make() -> nn.Module:
+        net = build(copy.deepcopy(model))
+        for kind, named in (("_parameters", model.named_parameters()), ("_buffers", model.named_buffers())):
+            for name, tensor in named:
+                parent, _, leaf = name.rpartition(".")
+                try:
+                    owner = net.get_submodule(parent)
+                except AttributeError:
+                    owner = None
+                if owner is None or leaf not in getattr(owner, kind):
+                    raise EisError(f"model copy lost the tensor {name!r}; cannot rewrite this model safely")
+                getattr(owner, kind)[leaf] = tensor
+        return net
+
+    return cached(model, key, make)

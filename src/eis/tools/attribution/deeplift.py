@@ -15,7 +15,7 @@ from torch import nn
 
 from eis.errors import EisError
 from eis.tools.attribution import rules
-from eis.tools.attribution.common import CaptumTool, noisy_baselines, synced_copy
+from eis.tools.attribution.common import CaptumTool, noisy_baselines, shared_copy
 from eis.tools.attribution.rewrite import (
     ACTIVATIONS,
     LINEAR_MODULES,
@@ -40,7 +40,7 @@ def deeplift_copy(model: nn.Module, method: str) -> nn.Module:
         check_ops(gm, method, _DEEPLIFT_MODULES)
         return rules.with_rescale(gm, _RESCALED)
 
-    return synced_copy(model, "deeplift", build)
+    return shared_copy(model, "deeplift", build)
 
 
 @register_tool
@@ -94,7 +94,7 @@ class LRPTool(CaptumTool):
     def _attribute(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not self.epsilon > 0:
             raise EisError(f"lrp needs epsilon > 0, got {self.epsilon}")
-        net = synced_copy(model, ("lrp", self.epsilon), lambda own: _lrp_copy(own, self.name, self.epsilon))
+        net = shared_copy(model, ("lrp", self.epsilon), lambda own: _lrp_copy(own, self.name, self.epsilon))
         return rules.lrp(net, inputs, target)
 
 

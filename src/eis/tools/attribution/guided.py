@@ -13,14 +13,14 @@ import torch
 from captum.attr import Deconvolution, GuidedBackprop
 from torch import nn
 
-from eis.tools.attribution.common import CaptumTool, synced_copy
+from eis.tools.attribution.common import CaptumTool, shared_copy
 from eis.tools.attribution.rewrite import split_activations
 from eis.tools.base import register_tool
 
 
 def relu_split_copy(model: nn.Module, method: str) -> nn.Module:
     """The cached, weight-synced copy of ``model`` with one ReLU module per call site."""
-    return synced_copy(model, "split", lambda own: split_activations(own, method, copy_model=False))
+    return shared_copy(model, "split", lambda own: split_activations(own, method, copy_model=False))
 
 
 @register_tool
