@@ -265,3 +265,15 @@ def test_population_vary_draws_settings_independently_of_the_flaw(tmp_path):
     # deterministic: the same file expands to the same draws
     again = eis.zoo.suite_cases(str(path))
     assert [s.train for s in specs] == [s.train for s in again]
+
+
+@pytest.mark.parametrize("suite", ["standard", "detect", "detect-resnet", "detect-shapes"])
+def test_builtin_suites_expand_with_population_parity(suite):
+    """Every built-in suite parses; clean and flawed population members share one spread of epochs."""
+    specs = eis.zoo.suite_cases(suite)
+    assert specs and len({s.name for s in specs}) == len(specs)
+    members = [s for s in specs if s.population]
+    clean = sorted(s.training()["epochs"] for s in members if s.flaw["kind"] == "clean")
+    flawed = sorted(s.training()["epochs"] for s in members if s.flaw["kind"] != "clean")
+    if clean and flawed:  # training length alone must not tell the groups apart
+        assert abs(clean[0] - flawed[0]) <= 1 and abs(clean[-1] - flawed[-1]) <= 1
