@@ -97,8 +97,14 @@ def _captum_net(model: nn.Module, name: str) -> nn.Module:
 
 
 def _small_net(kind: str) -> nn.Module:
-    """Sigmoid: the rescale rule's general (non-ReLU) path; Tanh: LRP's pass-through rule."""
+    """8x8 inputs. Sigmoid: the rescale rule's general (non-ReLU) path; Tanh: LRP's pass-through rule;
+    pool2_odd: a 2x2 pool over an odd 7x7 map (DeepLift's one-node pool, edge row/column unused);
+    pool3: an overlapping 3x3 / stride-2 pool (DeepLift's general ReLU tree)."""
     torch.manual_seed(5)
+    if kind.startswith("pool"):
+        pool, side = (nn.MaxPool2d(2), 3) if kind == "pool2_odd" else (nn.MaxPool2d(3, 2), 3)
+        layers = [nn.Conv2d(1, 4, 2), nn.ReLU(), pool, nn.Flatten(), nn.Linear(4 * side * side, 5)]
+        return nn.Sequential(*layers).eval()
     act = nn.Sigmoid() if kind == "sigmoid" else nn.Tanh()
     return nn.Sequential(nn.Conv2d(1, 4, 3), act, nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
 
@@ -106,13 +112,14 @@ def _small_net(kind: str) -> nn.Module:
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's notes about its own hooks
 @pytest.mark.parametrize(
     ("name", "arch"), [("deeplift", "cnn"), ("deeplift", "resnet"), ("deeplift", "sigmoid"),
+                       ("deeplift", "pool2_odd"), ("deeplift", "pool3"),
                        ("deeplift_shap", "cnn"), ("deeplift_shap", "resnet"), ("lrp", "cnn"), ("lrp", "tanh")]
 )  # fmt: skip
 def test_rule_tools_equal_captum(name: str, arch: str) -> None:
     """Our rule implementations give Captum's maps on the same call-site-split model copy."""
     from captum.attr import LRP, DeepLift, DeepLiftShap
 
-    if arch in ("sigmoid", "tanh"):
+    if arch in ("sigmoid", "tanh", "pool2_odd", "pool3"):
         model, c, side = _small_net(arch), 1, 8
     else:
         c, side = (1, 16) if arch == "cnn" else (3, 32)

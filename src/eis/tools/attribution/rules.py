@@ -20,21 +20,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import fx, nn
 
 from eis.errors import ToolRefusal
+from eis.tools.attribution.rewrite import MaxPoolAsReLU
 
 Types = tuple[type[nn.Module], ...]
+Pair = tuple[torch.Tensor, torch.Tensor]
 _EPS_FALLBACK = 1e-10  # |u - u_ref| below which the rescale multiplier falls back to the derivative
 
 
 class _Rescale(torch.autograd.Function):
     """Forward: ``act(u)``; backward: gradient times the rescale multiplier against the recorded reference.
 
-    For ReLU, u == u_ref means the derivative at u is that at u_ref, so one reference-sized correction
-    term replaces the masks and ``where`` calls of the general case (which are slow on CPU).
+    For ReLU see :func:`_relu_multiplier`.
     """
 
     @staticmethod
@@ -45,11 +47,7 @@ class _Rescale(torch.autograd.Function):
         du = u.reshape(shape) - ref_in.unsqueeze(1)
         dy = y.reshape(shape) - ref_out.unsqueeze(1)
         if isinstance(act, nn.ReLU):
-            # (dy + p_ref * tiny) / (du + tiny) is dy / du wherever du != 0 (tiny is the smallest normal
-            # float, lost in any nonzero difference of activations) and the derivative p_ref where du == 0
-            tiny = torch.finfo(u.dtype).tiny
-            p_ref = ref_in.sign().clamp_(min=0).mul_(tiny).unsqueeze(1)
-            m = dy.add_(p_ref).div_(du.add_(tiny))
+            m = _relu_multiplier(du, dy, ref_in)
         else:
             small = du.abs() < _EPS_FALLBACK
             m = torch.where(small, _derivative(act, u).reshape(shape), dy / torch.where(small, 1.0, du))
@@ -62,6 +60,28 @@ class _Rescale(torch.autograd.Function):
         return g * m, None, None, None
 
 
+def _relu_multiplier(du: torch.Tensor, dy: torch.Tensor, ref_in: torch.Tensor) -> torch.Tensor:
+    """ReLU's rescale multiplier from reference-major differences (overwrites ``du`` and ``dy``).
+
+    ``(dy + p_ref * tiny) / (du + tiny)`` is dy / du wherever du != 0 (tiny is the smallest normal float,
+    lost in any nonzero difference of activations) and the derivative ``p_ref = [u_ref > 0]`` where
+    du == 0, without the masks and ``where`` calls of the general case (slow on CPU).
+    """
+    tiny = torch.finfo(du.dtype).tiny
+    p_ref = ref_in.sign().clamp_(min=0).mul_(tiny).unsqueeze(1)
+    return dy.add_(p_ref).div_(du.add_(tiny))
+
+
+def _pair_multiplier(d: torch.Tensor, r: torch.Tensor, ref: Pair) -> torch.Tensor:
+    """Rescale multiplier of ``r = relu(d)`` against the recorded reference pair, shaped like ``d``."""
+    d_ref, r_ref = ref
+    n = d_ref.shape[0]
+    shape = (n, d.shape[0] // n, *d.shape[1:])
+    du = d.reshape(shape) - d_ref.unsqueeze(1)
+    dy = r.reshape(shape) - r_ref.unsqueeze(1)
+    return _relu_multiplier(du, dy, d_ref).reshape(d.shape)
+
+
 def _derivative(act: nn.Module, u: torch.Tensor) -> torch.Tensor:
     """Elementwise derivative of ``act`` at ``u`` (the rescale rule's fallback where u == u_ref)."""
     with torch.enable_grad():
@@ -70,19 +90,25 @@ def _derivative(act: nn.Module, u: torch.Tensor) -> torch.Tensor:
     return d
 
 
-class Rescaled(nn.Module):
-    """An elementwise activation whose backward follows DeepLift's rescale rule.
+class _Recorder(nn.Module):
+    """A module that stores what it sees on the reference batch inside :func:`recording`.
 
-    Inside :func:`recording` it stores its input and output on the reference batch; afterwards each
-    forward on ``k * n`` inputs (reference-major: rows ``i * N .. (i+1) * N`` pair with reference ``i``)
-    uses them.
+    Afterwards each forward on ``k * N`` inputs (reference-major: rows ``i * N .. (i+1) * N`` pair with
+    reference ``i``) uses what was stored.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recording = False
+        self.ref: Any = None
+
+
+class Rescaled(_Recorder):
+    """An elementwise activation whose backward follows DeepLift's rescale rule."""
 
     def __init__(self, act: nn.Module) -> None:
         super().__init__()
         self.act = act
-        self.recording = False
-        self.ref: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.recording:
@@ -100,8 +126,70 @@ class Rescaled(nn.Module):
         return _Rescale.apply(u, ref_in, ref_out, self.act)
 
 
+def _pool_levels(x: torch.Tensor) -> tuple[Pair, Pair, torch.Tensor]:
+    """2x2 / stride-2 max pooling as ``b + relu(a - b)``, columns then rows: ((d1, r1), (d2, r2), out)."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    d1 = x[..., 0::2] - x[..., 1::2]
+    r1 = d1.relu()
+    y1 = x[..., 1::2] + r1
+    d2 = y1[..., 0::2, :] - y1[..., 1::2, :]
+    r2 = d2.relu()
+    return (d1, r1), (d2, r2), y1[..., 1::2, :] + r2
+
+
+class _RescaledPool(torch.autograd.Function):
+    """2x2 max pooling whose backward applies the rescale rule to each comparison of its ReLU tree.
+
+    One autograd node instead of the tree's dozen: the gradients of both window halves are written
+    straight into the input's gradient, without autograd's zero-filled slice gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, x, refs):  # type: ignore[override]
+        (d1, r1), (d2, r2), out = _pool_levels(x)
+        ctx.save_for_backward(_pair_multiplier(d1, r1, refs[0]), _pair_multiplier(d2, r2, refs[1]))
+        ctx.shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        m1, m2 = ctx.saved_tensors
+        g_rows = g.new_empty(m1.shape)
+        g_rows[..., 0::2, :] = g * m2
+        g_rows[..., 1::2, :] = g - g_rows[..., 0::2, :]
+        shape = ctx.shape
+        gx = g.new_zeros(shape) if shape[-1] % 2 or shape[-2] % 2 else g.new_empty(shape)
+        h, w = m1.shape[-2], 2 * m1.shape[-1]
+        gx[..., :h, 0:w:2] = g_rows * m1
+        gx[..., :h, 1:w:2] = g_rows - gx[..., :h, 0:w:2]
+        return gx, None
+
+
+class RescaledMaxPool(_Recorder):
+    """2x2 / stride-2 max pooling for DeepLift: the rescale rule on the ReLU tree of
+    :class:`~eis.tools.attribution.rewrite.MaxPoolAsReLU` (same values and maps), in one autograd node."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.recording:
+            first, second, out = _pool_levels(x)
+            self.ref = (first, second, x.shape)
+            return out
+        if self.ref is None:
+            raise RuntimeError("RescaledMaxPool run without a recorded reference")
+        ref_shape = self.ref[2]
+        if x.shape[0] % ref_shape[0] or x.shape[1:] != ref_shape[1:]:
+            raise ToolRefusal(f"deeplift needs the batch first in every pool's input; got {tuple(x.shape)}")
+        return _RescaledPool.apply(x, self.ref)
+
+
 def with_rescale(net: nn.Module, activations: Types) -> nn.Module:
-    """Wrap every ``activations`` module of ``net`` (one per call site) in :class:`Rescaled`, in place."""
+    """Put DeepLift's rescale rule into ``net`` in place.
+
+    2x2 / stride-2 max-pool trees become :class:`RescaledMaxPool`; every other ``activations`` module
+    (one per call site, including the ReLUs of other pool trees) is wrapped in :class:`Rescaled`.
+    """
+    _wrap(net, (MaxPoolAsReLU,), lambda m: RescaledMaxPool() if (m.kernel, m.stride) == (2, 2) else m)
     _wrap(net, activations, Rescaled)
     return net
 
@@ -109,7 +197,7 @@ def with_rescale(net: nn.Module, activations: Types) -> nn.Module:
 @contextlib.contextmanager
 def recording(net: nn.Module) -> Iterator[None]:
     """Inside: forward passes record references. On exit the references stay until :func:`forget`."""
-    layers = [m for m in net.modules() if isinstance(m, Rescaled)]
+    layers = [m for m in net.modules() if isinstance(m, _Recorder)]
     for m in layers:
         m.recording = True
     try:
@@ -122,7 +210,7 @@ def recording(net: nn.Module) -> Iterator[None]:
 def forget(net: nn.Module) -> None:
     """Drop the recorded references (they hold activations of the whole reference batch)."""
     for m in net.modules():
-        if isinstance(m, Rescaled):
+        if isinstance(m, _Recorder):
             m.ref = None
 
 
