@@ -13,7 +13,7 @@ in a private, call-site-split copy of the model (see :mod:`eis.tools.attribution
   linear module with output ``z`` becomes ``g_in = J^T (g_out * z / (z + eps * sign(z)))`` and relevance
   passes unchanged through activations (``g_u = g_a * a / u``); the map is ``x * g_x``.
 
-``benchmarks/bench_attribution.py --vs-captum`` measures these against Captum on the same models.
+``benchmarks/bench_attribution.py`` times these against Captum on the same model copies.
 """
 
 from __future__ import annotations
