@@ -202,9 +202,8 @@ class SanityTrack(Track):
         for metric in SIMILARITIES:
             items[f"{metric}_top"] = top[metric].tolist()
             items[f"{metric}_all"] = full[metric].tolist()
-        sibling = partner
-        if sibling is not None:
-            data = data_randomization(tool, model, sibling.model(x.device), x)  # type: ignore[arg-type]
+        if partner is not None:
+            data = data_randomization(tool, model, partner.model(x.device), x)  # type: ignore[arg-type]
             items.update({f"{metric}_data": v.tolist() for metric, v in data.items()})
         scores = {k: float(np.mean(v)) for k, v in items.items()}
         ok = passes(items["spearman_abs_top"], self.threshold)
@@ -215,7 +214,7 @@ class SanityTrack(Track):
             "top_layers": res.top,
             "threshold": self.threshold,
             "passes_sanity": ok,
-            "data_randomization_case": sibling.id if sibling is not None else None,
+            "data_randomization_case": partner.id if partner is not None else None,
             "cascading": _curves(res.cascading),
             "independent": _curves(res.independent),
         }

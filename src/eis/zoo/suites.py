@@ -24,7 +24,6 @@ whose targets and triggers are drawn from the population's seed; every member ge
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import tomllib
@@ -155,8 +154,10 @@ def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
     for i, flaw in enumerate(flaws):
         member = seed * 1000 + i
         train = {**entry.get("train", {}), **_draw(vary, random.Random(member))}
-        spec = CaseSpec(f"{name}-{i:03d}", flaw=flaw, seed=member, train=train, **common)
-        specs.append(dataclasses.replace(spec, population=name, role=role).validated())
+        spec = CaseSpec(
+            f"{name}-{i:03d}", flaw=flaw, seed=member, train=train, population=name, role=role, **common
+        )
+        specs.append(spec.validated())
     return specs
 
 

@@ -42,16 +42,16 @@ class _Rescale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, ref_in, ref_out, act):  # type: ignore[override]
         y = act(u)
-        n = ref_in.shape[0]
-        shape = (n, u.shape[0] // n, *u.shape[1:])
-        du = u.reshape(shape) - ref_in.unsqueeze(1)
-        dy = y.reshape(shape) - ref_out.unsqueeze(1)
         if isinstance(act, nn.ReLU):
-            m = _relu_multiplier(du, dy, ref_in)
+            m = _pair_multiplier(u, y, (ref_in, ref_out))
         else:
+            shape = (ref_in.shape[0], u.shape[0] // ref_in.shape[0], *u.shape[1:])
+            du = u.reshape(shape) - ref_in.unsqueeze(1)
+            dy = y.reshape(shape) - ref_out.unsqueeze(1)
             small = du.abs() < _EPS_FALLBACK
             m = torch.where(small, _derivative(act, u).reshape(shape), dy / torch.where(small, 1.0, du))
-        ctx.save_for_backward(m.reshape(u.shape))
+            m = m.reshape(u.shape)
+        ctx.save_for_backward(m)
         return y
 
     @staticmethod
@@ -73,7 +73,7 @@ def _relu_multiplier(du: torch.Tensor, dy: torch.Tensor, ref_in: torch.Tensor) -
 
 
 def _pair_multiplier(d: torch.Tensor, r: torch.Tensor, ref: Pair) -> torch.Tensor:
-    """Rescale multiplier of ``r = relu(d)`` against the recorded reference pair, shaped like ``d``."""
+    """ReLU's rescale multiplier for ``r = relu(d)`` against the reference (input, output) pair."""
     d_ref, r_ref = ref
     n = d_ref.shape[0]
     shape = (n, d.shape[0] // n, *d.shape[1:])
