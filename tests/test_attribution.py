@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eis.errors import EisError, ToolRefusal
+from eis.fused import COMPILE_ENV
 from eis.testing import contract_model
 from eis.tools.attribution.cam import cam_layer
 from eis.tools.attribution.common import grid_mask, noisy_baselines
@@ -111,13 +112,22 @@ def _small_net(kind: str) -> nn.Module:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's notes about its own hooks
 @pytest.mark.parametrize(
-    ("name", "arch"), [("deeplift", "cnn"), ("deeplift", "resnet"), ("deeplift", "sigmoid"),
-                       ("deeplift", "pool2_odd"), ("deeplift", "pool3"),
-                       ("deeplift_shap", "cnn"), ("deeplift_shap", "resnet"), ("lrp", "cnn"), ("lrp", "tanh")]
+    ("name", "arch", "compiled"),
+    [("deeplift", "cnn", "1"), ("deeplift", "resnet", "1"), ("deeplift", "sigmoid", "1"),
+     ("deeplift", "pool2_odd", "1"), ("deeplift", "pool3", "1"),
+     ("deeplift_shap", "cnn", "1"), ("deeplift_shap", "resnet", "1"),
+     ("lrp", "cnn", "1"), ("lrp", "tanh", "1"),
+     ("deeplift", "cnn", "0"), ("deeplift", "resnet", "0"), ("deeplift", "pool2_odd", "0"),
+     ("deeplift_shap", "resnet", "0")]
 )  # fmt: skip
-def test_rule_tools_equal_captum(name: str, arch: str) -> None:
-    """Our rule implementations give Captum's maps on the same call-site-split model copy."""
+def test_rule_tools_equal_captum(
+    name: str, arch: str, compiled: str, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: E501
+    """Our rule implementations give Captum's maps on the same call-site-split model copy, with the
+    rescale rule's kernels compiled (where this machine can) and run eagerly (``EIS_COMPILE=0``)."""
     from captum.attr import LRP, DeepLift, DeepLiftShap
+
+    monkeypatch.setenv(COMPILE_ENV, compiled)
 
     if arch in ("sigmoid", "tanh", "pool2_odd", "pool3"):
         model, c, side = _small_net(arch), 1, 8

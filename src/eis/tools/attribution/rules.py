@@ -4,11 +4,13 @@ Captum implements these rules with module hooks and, for DeepLift, runs the inpu
 through the model as one doubled batch. Here each rule is an autograd function placed after its module
 in a private, call-site-split copy of the model (see :mod:`eis.tools.attribution.rewrite`):
 
-- DeepLift: the baselines run once on their own (a black baseline is one image, not a batch) while
-  every activation records its reference input and output; the inputs then run with a backward that
-  multiplies the incoming gradient by the rescale multiplier ``(y - y_ref) / (u - u_ref)`` (the plain
-  derivative where u == u_ref; for activations other than ReLU, where ``|u - u_ref| < 1e-10`` as in
-  Captum). The map is ``(x - x_ref) * dF/dx``.
+- DeepLift: each reference runs as one extra row in front of the inputs it is paired with (a black
+  baseline costs one row of the batch, not a doubled batch); every activation's backward multiplies the
+  incoming gradient by the rescale multiplier ``(y - y_ref) / (u - u_ref)`` against its group's reference
+  row (the plain derivative where u == u_ref; for activations other than ReLU, where
+  ``|u - u_ref| < 1e-10`` as in Captum). The map is ``(x - x_ref) * dF/dx``. For ReLU and 2x2 max pools
+  the multiplier is computed in the backward, fused into one kernel where ``torch.compile`` works
+  (:mod:`eis.fused`), so the forward is a plain forward.
 - LRP-epsilon: with relevance written as ``R = a * g`` at every tensor ``a``, the epsilon rule for a
   linear module with output ``z`` becomes ``g_in = J^T (g_out * z / (z + eps * sign(z)))`` and relevance
   passes unchanged through activations (``g_u = g_a * a / u``); the map is ``x * g_x``.
@@ -20,66 +22,69 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 from torch import fx, nn
 
 from eis.errors import ToolRefusal
+from eis.fused import fused
 from eis.tools.attribution.rewrite import MaxPoolAsReLU
 
 Types = tuple[type[nn.Module], ...]
-Pair = tuple[torch.Tensor, torch.Tensor]
 _EPS_FALLBACK = 1e-10  # |u - u_ref| below which the rescale multiplier falls back to the derivative
 
 
-class _Rescale(torch.autograd.Function):
-    """Forward: ``act(u)``; backward: gradient times the rescale multiplier against the recorded reference.
+def relu_rescaled(g: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
+    """``g`` times ReLU's rescale multiplier ``(relu(u) - relu(u_ref)) / (u - u_ref)``.
 
-    For ReLU see :func:`_relu_multiplier`.
+    ``u``'s rows are ``k`` groups of ``1 + N``, each led by its reference ``u_ref``. Where u == u_ref the
+    multiplier is the derivative ``[u_ref > 0]``: the smallest normal float ``tiny`` added to the
+    denominator, and ``[u_ref > 0] * tiny`` to the numerator, is lost in any nonzero difference of
+    activations and turns 0/0 into that derivative, without masks or ``where``.
     """
+    tiny = torch.finfo(u.dtype).tiny
+    g, u = g.unflatten(0, (k, -1)), u.unflatten(0, (k, -1))
+    u_ref = u[:, :1]
+    dy = u.clamp(min=0) - u_ref.clamp(min=0) + (u_ref > 0).to(u.dtype) * tiny
+    return (g * dy / (u - u_ref + tiny)).flatten(0, 1)
+
+
+_relu_rescaled = fused(relu_rescaled)
+
+
+class _ReluRescale(torch.autograd.Function):
+    """Forward: ``relu(u)``; backward: the gradient times ReLU's rescale multiplier, one fused pass."""
 
     @staticmethod
-    def forward(ctx, u, ref_in, ref_out, act):  # type: ignore[override]
+    def forward(ctx, u, k):  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.k = k
+        return u.relu()
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (u,) = ctx.saved_tensors
+        return _relu_rescaled(g, u, ctx.k), None
+
+
+class _Rescale(torch.autograd.Function):
+    """Any elementwise activation: backward multiplies by ``(y - y_ref) / (u - u_ref)``, computed forward."""
+
+    @staticmethod
+    def forward(ctx, u, k, act):  # type: ignore[override]
         y = act(u)
-        if isinstance(act, nn.ReLU):
-            m = _pair_multiplier(u, y, (ref_in, ref_out))
-        else:
-            shape = (ref_in.shape[0], u.shape[0] // ref_in.shape[0], *u.shape[1:])
-            du = u.reshape(shape) - ref_in.unsqueeze(1)
-            dy = y.reshape(shape) - ref_out.unsqueeze(1)
-            small = du.abs() < _EPS_FALLBACK
-            m = torch.where(small, _derivative(act, u).reshape(shape), dy / torch.where(small, 1.0, du))
-            m = m.reshape(u.shape)
-        ctx.save_for_backward(m)
+        shape = (k, u.shape[0] // k, *u.shape[1:])
+        uu, yy = u.reshape(shape), y.reshape(shape)
+        du, dy = uu - uu[:, :1], yy - yy[:, :1]
+        small = du.abs() < _EPS_FALLBACK
+        m = torch.where(small, _derivative(act, u).reshape(shape), dy / torch.where(small, 1.0, du))
+        ctx.save_for_backward(m.reshape(u.shape))
         return y
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (m,) = ctx.saved_tensors
-        return g * m, None, None, None
-
-
-def _relu_multiplier(du: torch.Tensor, dy: torch.Tensor, ref_in: torch.Tensor) -> torch.Tensor:
-    """ReLU's rescale multiplier from reference-major differences (overwrites ``du`` and ``dy``).
-
-    ``(dy + p_ref * tiny) / (du + tiny)`` is dy / du wherever du != 0 (tiny is the smallest normal float,
-    lost in any nonzero difference of activations) and the derivative ``p_ref = [u_ref > 0]`` where
-    du == 0, without the masks and ``where`` calls of the general case (slow on CPU).
-    """
-    tiny = torch.finfo(du.dtype).tiny
-    p_ref = ref_in.sign().clamp_(min=0).mul_(tiny).unsqueeze(1)
-    return dy.add_(p_ref).div_(du.add_(tiny))
-
-
-def _pair_multiplier(d: torch.Tensor, r: torch.Tensor, ref: Pair) -> torch.Tensor:
-    """ReLU's rescale multiplier for ``r = relu(d)`` against the reference (input, output) pair."""
-    d_ref, r_ref = ref
-    n = d_ref.shape[0]
-    shape = (n, d.shape[0] // n, *d.shape[1:])
-    du = d.reshape(shape) - d_ref.unsqueeze(1)
-    dy = r.reshape(shape) - r_ref.unsqueeze(1)
-    return _relu_multiplier(du, dy, d_ref).reshape(d.shape)
+        return g * m, None, None
 
 
 def _derivative(act: nn.Module, u: torch.Tensor) -> torch.Tensor:
@@ -90,20 +95,26 @@ def _derivative(act: nn.Module, u: torch.Tensor) -> torch.Tensor:
     return d
 
 
-class _Recorder(nn.Module):
-    """A module that stores what it sees on the reference batch inside :func:`recording`.
-
-    Afterwards each forward on ``k * N`` inputs (reference-major: rows ``i * N .. (i+1) * N`` pair with
-    reference ``i``) uses what was stored.
-    """
+class _Grouped(nn.Module):
+    """A module that only runs inside :func:`grouped`, on ``k`` groups of rows led by their reference."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.recording = False
-        self.ref: Any = None
+        self.groups: tuple[int, int] | None = None  # (k, rows of the whole batch)
+
+    def _groups(self, x: torch.Tensor) -> int:
+        if self.groups is None:
+            raise RuntimeError(f"{type(self).__name__} runs only inside rules.grouped()")
+        k, rows = self.groups
+        if x.shape[0] != rows:
+            raise ToolRefusal(
+                f"deeplift needs the batch as the first dimension of every activation; got {tuple(x.shape)} "
+                f"for a batch of {rows}"
+            )
+        return k
 
 
-class Rescaled(_Recorder):
+class Rescaled(_Grouped):
     """An elementwise activation whose backward follows DeepLift's rescale rule."""
 
     def __init__(self, act: nn.Module) -> None:
@@ -111,76 +122,66 @@ class Rescaled(_Recorder):
         self.act = act
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        if self.recording:
-            y = self.act(u)
-            self.ref = (u.detach(), y.detach())
-            return y
-        if self.ref is None:
-            raise RuntimeError("Rescaled activation run without a recorded reference")
-        ref_in, ref_out = self.ref
-        if u.shape[0] % ref_in.shape[0] or u.shape[1:] != ref_in.shape[1:]:
-            raise ToolRefusal(
-                f"deeplift needs the batch as the first dimension of every activation; got {tuple(u.shape)} "
-                f"against reference {tuple(ref_in.shape)}"
-            )
-        return _Rescale.apply(u, ref_in, ref_out, self.act)
+        k = self._groups(u)
+        if isinstance(self.act, nn.ReLU):
+            return _ReluRescale.apply(u, k)
+        return _Rescale.apply(u, k, self.act)
 
 
-def _pool_levels(x: torch.Tensor) -> tuple[Pair, Pair, torch.Tensor]:
-    """2x2 / stride-2 max pooling as ``b + relu(a - b)``, columns then rows: ((d1, r1), (d2, r2), out)."""
+def _pool_levels(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """2x2 / stride-2 max pooling as ``b + relu(a - b)``, columns then rows: both differences, the output."""
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     x = x[..., :h, :w]
     d1 = x[..., 0::2] - x[..., 1::2]
-    r1 = d1.relu()
-    y1 = x[..., 1::2] + r1
+    y1 = x[..., 1::2] + d1.relu()
     d2 = y1[..., 0::2, :] - y1[..., 1::2, :]
-    r2 = d2.relu()
-    return (d1, r1), (d2, r2), y1[..., 1::2, :] + r2
+    return d1, d2, y1[..., 1::2, :] + d2.relu()
+
+
+def pool_rescaled(g: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, k: int) -> torch.Tensor:
+    """The input gradient of :func:`_pool_levels` under the rescale rule (rows: ``k`` groups, as above).
+
+    ``g`` and ``d2`` are (..., h, w), ``d1`` (..., 2h, w); the result (..., 2h, 2w).
+    """
+    g2 = relu_rescaled(g, d2, k)  # the rows' comparison: the first row's share
+    rows = torch.stack((g2, g - g2), dim=-2).flatten(-3, -2)
+    g1 = relu_rescaled(rows, d1, k)  # then the columns'
+    return torch.stack((g1, rows - g1), dim=-1).flatten(-2)
+
+
+_pool_rescaled = fused(pool_rescaled)
 
 
 class _RescaledPool(torch.autograd.Function):
     """2x2 max pooling whose backward applies the rescale rule to each comparison of its ReLU tree.
 
-    One autograd node instead of the tree's dozen: the gradients of both window halves are written
-    straight into the input's gradient, without autograd's zero-filled slice gradients.
+    One autograd node (one fused kernel where compiled) instead of the tree's dozen: the gradients of
+    both window halves are written straight into the input's gradient.
     """
 
     @staticmethod
-    def forward(ctx, x, refs):  # type: ignore[override]
-        (d1, r1), (d2, r2), out = _pool_levels(x)
-        ctx.save_for_backward(_pair_multiplier(d1, r1, refs[0]), _pair_multiplier(d2, r2, refs[1]))
-        ctx.shape = x.shape
+    def forward(ctx, x, k):  # type: ignore[override]
+        d1, d2, out = _pool_levels(x)
+        ctx.save_for_backward(d1, d2)
+        ctx.k, ctx.shape = k, x.shape
         return out
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        m1, m2 = ctx.saved_tensors
-        g_rows = g.new_empty(m1.shape)
-        g_rows[..., 0::2, :] = g * m2
-        g_rows[..., 1::2, :] = g - g_rows[..., 0::2, :]
+        d1, d2 = ctx.saved_tensors
+        gx = _pool_rescaled(g, d1, d2, ctx.k)
         shape = ctx.shape
-        gx = g.new_zeros(shape) if shape[-1] % 2 or shape[-2] % 2 else g.new_empty(shape)
-        h, w = m1.shape[-2], 2 * m1.shape[-1]
-        gx[..., :h, 0:w:2] = g_rows * m1
-        gx[..., :h, 1:w:2] = g_rows - gx[..., :h, 0:w:2]
+        if gx.shape != shape:  # odd height or width: the last row / column was never in a window
+            gx = nn.functional.pad(gx, (0, shape[-1] - gx.shape[-1], 0, shape[-2] - gx.shape[-2]))
         return gx, None
 
 
-class RescaledMaxPool(_Recorder):
+class RescaledMaxPool(_Grouped):
     """2x2 / stride-2 max pooling for DeepLift: the rescale rule on the ReLU tree of
     :class:`~eis.tools.attribution.rewrite.MaxPoolAsReLU` (same values and maps), in one autograd node."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.recording:
-            first, second, out = _pool_levels(x)
-            self.ref = (first, second, x.shape)
-            return out
-        if self.ref is None:
-            raise RuntimeError("RescaledMaxPool run without a recorded reference")
-        ref_shape = self.ref[2]
-        if x.shape[0] % ref_shape[0] or x.shape[1:] != ref_shape[1:]:
-            raise ToolRefusal(f"deeplift needs the batch first in every pool's input; got {tuple(x.shape)}")
-        return _RescaledPool.apply(x, self.ref)
+        return _RescaledPool.apply(x, self._groups(x))
 
 
 def with_rescale(net: nn.Module, activations: Types) -> nn.Module:
@@ -195,23 +196,16 @@ def with_rescale(net: nn.Module, activations: Types) -> nn.Module:
 
 
 @contextlib.contextmanager
-def recording(net: nn.Module) -> Iterator[None]:
-    """Inside: forward passes record references. On exit the references stay until :func:`forget`."""
-    layers = [m for m in net.modules() if isinstance(m, _Recorder)]
+def grouped(net: nn.Module, k: int, rows: int) -> Iterator[None]:
+    """Inside: ``net``'s rule modules treat a batch of ``rows`` as ``k`` groups, each led by its reference."""
+    layers = [m for m in net.modules() if isinstance(m, _Grouped)]
     for m in layers:
-        m.recording = True
+        m.groups = (k, rows)
     try:
         yield
     finally:
         for m in layers:
-            m.recording = False
-
-
-def forget(net: nn.Module) -> None:
-    """Drop the recorded references (they hold activations of the whole reference batch)."""
-    for m in net.modules():
-        if isinstance(m, _Recorder):
-            m.ref = None
+            m.groups = None
 
 
 def deeplift(net: nn.Module, inputs: torch.Tensor, refs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -220,17 +214,13 @@ def deeplift(net: nn.Module, inputs: torch.Tensor, refs: torch.Tensor, target: t
     ``net`` must come from :func:`with_rescale`. Each map sums to ``F_t(x) - F_t(ref)``.
     """
     k, n = refs.shape[0], inputs.shape[0]
-    try:
-        with torch.no_grad(), recording(net):
-            net(refs)
-        x = inputs.unsqueeze(0).expand(k, *inputs.shape).reshape(k * n, *inputs.shape[1:])
-        x = x.detach().requires_grad_(True)
-        out = net(x)
-        (grad,) = torch.autograd.grad(out.gather(1, target.repeat(k)[:, None]).sum(), x)
-    finally:
-        forget(net)
-    shape = (k, n, *inputs.shape[1:])
-    return (x.detach().reshape(shape) - refs.unsqueeze(1)) * grad.reshape(shape)
+    rows = torch.cat((refs.unsqueeze(1), inputs.unsqueeze(0).expand(k, *inputs.shape)), dim=1)
+    x = rows.reshape(k * (1 + n), *inputs.shape[1:]).detach().requires_grad_(True)
+    with grouped(net, k, x.shape[0]):
+        out = net(x).reshape(k, 1 + n, -1)[:, 1:]
+        picked = out.gather(2, target.view(1, n, 1).expand(k, n, 1))
+        (grad,) = torch.autograd.grad(picked.sum(), x)
+    return (inputs - refs.unsqueeze(1)) * grad.reshape(k, 1 + n, *inputs.shape[1:])[:, 1:]
 
 
 class _EpsilonScale(torch.autograd.Function):
