@@ -7,6 +7,8 @@ import warnings
 
 import pytest
 import torch
+from torch._dynamo.exc import TorchRuntimeError
+from torch._inductor.exc import CppCompileError
 
 from eis import fused as fused_mod
 from eis.fused import COMPILE_ENV, fused
@@ -70,19 +72,37 @@ def test_compile_failure_falls_back_once_with_a_warning(monkeypatch: pytest.Monk
     def broken(fn, **kwargs):  # stands in for torch.compile on a machine without a C++ compiler
         def run(*args):
             calls.append(1)
-            raise RuntimeError("no C++ compiler found\nlong details")
+            raise CppCompileError(["c++", "kernel.cpp"], "c++: not found")
 
         return run
 
     monkeypatch.setenv(COMPILE_ENV, "1")
     monkeypatch.setattr(fused_mod.torch, "compile", broken)
     f = fused(_double)
-    with pytest.warns(RuntimeWarning, match=r"torch.compile failed for _double \(no C\+\+ compiler found\)"):
+    with pytest.warns(RuntimeWarning, match=r"torch.compile failed for _double \(C\+\+ compile error\)"):
         assert f(torch.ones(2)).tolist() == [2.0, 2.0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert f(torch.ones(3)).tolist() == [2.0, 2.0, 2.0]  # eager from now on: no retry, no warning
     assert len(calls) == 1
+
+
+def test_other_errors_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watchdog's timeout raised during a compiled call is not taken for a compile failure."""
+
+    class Timeout(Exception):
+        pass
+
+    def slow(fn, **kwargs):
+        def run(*args):
+            raise Timeout
+
+        return run
+
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    monkeypatch.setattr(fused_mod.torch, "compile", slow)
+    with pytest.raises(Timeout):
+        fused(_double)(torch.ones(1))
 
 
 def test_bad_inputs_raise_their_own_error_and_keep_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,15 +111,19 @@ def test_bad_inputs_raise_their_own_error_and_keep_compiling(monkeypatch: pytest
     def fake_compile(fn, **kwargs):
         def run(*args):
             seen.append(1)
-            return fn(*args)
+            try:
+                return fn(*args)
+            except RuntimeError as e:  # dynamo reports a shape error while tracing as one of its own
+                raise TorchRuntimeError(str(e)) from e
 
         return run
 
     monkeypatch.setenv(COMPILE_ENV, "1")
     monkeypatch.setattr(fused_mod.torch, "compile", fake_compile)
     f = fused(torch.add)
-    with pytest.raises(RuntimeError, match="size of tensor"):
+    with pytest.raises(RuntimeError, match="size of tensor") as err:
         f(torch.ones(2), torch.ones(3))
+    assert not isinstance(err.value, TorchRuntimeError)  # the eager call's own error
     f(torch.ones(2), torch.ones(2))
     assert len(seen) == 2  # the bad call did not switch compiling off
 

@@ -44,7 +44,7 @@ def fused(fn: F) -> F:
             state["compiled"] = torch.compile(fn, dynamic=True, options={"compile_threads": 1})
         try:
             return state["compiled"](*args)
-        except Exception as e:  # noqa: BLE001  (no compiler, unsupported platform: run eagerly instead)
+        except _compile_errors() as e:  # no compiler, unsupported platform: run eagerly instead
             out = fn(*args)  # bad inputs raise their own error here, and compiling stays on
             broken.append(True)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -56,5 +56,12 @@ def fused(fn: F) -> F:
             )
             return out
 
-    run.eager = fn  # type: ignore[attr-defined]  (the uncompiled function, for tests and benchmarks)
     return run  # type: ignore[return-value]
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """What a failing compile raises (not, say, a watchdog's timeout, which must pass through)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError
+
+    return TorchDynamoException, CppCompileError, ImportError, OSError
