@@ -122,7 +122,7 @@ def _small_net(kind: str) -> nn.Module:
 )  # fmt: skip
 def test_rule_tools_equal_captum(
     name: str, arch: str, compiled: str, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: E501
+) -> None:
     """Our rule implementations give Captum's maps on the same call-site-split model copy, with the
     rescale rule's kernels compiled (where this machine can) and run eagerly (``EIS_COMPILE=0``)."""
     from captum.attr import LRP, DeepLift, DeepLiftShap
