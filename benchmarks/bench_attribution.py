@@ -39,7 +39,7 @@ def passes(name: str, tool: object) -> int | None:
         "gradcam": 1,
         "guided_gradcam": 2,
         "deeplift": 1,
-    }  # fmt: skip  (DeepLift: the batch once, plus one forward of the 1-image black baseline)
+    }  # fmt: skip  (DeepLift: one pass of the batch plus one reference row)
     if name in fixed:
         return fixed[name]
     per = {"integrated_gradients": "n_steps", "gradient_shap": "n_samples", "smoothgrad": "n_samples",
@@ -116,7 +116,6 @@ def main() -> None:
     names = args.tools.split(",") if args.tools else list_tools("attribution")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"batch {batch}, best of {repeats}, {torch.get_num_threads()} threads, {device}")
-    rows: list[tuple[str, str, float, str]] = []
     worst = 0.0
     for arch, c, side in settings:
         where = f"{arch} {c}x{side}x{side}"
@@ -151,7 +150,6 @@ def main() -> None:
                 r = secs / times[1]
                 worst = max(worst, r)
                 ratio = f"{r:5.2f}x of {p} pass{'es' if p > 1 else ''}"
-            rows.append((where, name, batch / secs, ratio))
             print(f"{where:18s} {name:24s} {batch / secs:10.1f} img/s  {ratio}{vs}", flush=True)
     print(f"\nworst gradient-tool ratio to floor: {worst:.2f}x (target <= 1.3x)")
 

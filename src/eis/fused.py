@@ -32,21 +32,22 @@ def fused(fn: F) -> F:
 
     ``fn`` must be a pure function of tensors whose compiled and eager results agree (tested per use).
     """
-    state: dict[str, Callable[..., torch.Tensor] | None] = {"compiled": None}
-    broken: list[bool] = []
+    compiled: Callable[..., torch.Tensor] | None = None
+    failed = False
 
     @functools.wraps(fn)
     def run(*args: torch.Tensor) -> torch.Tensor:
-        if broken or not compile_enabled():
+        nonlocal compiled, failed
+        if failed or not compile_enabled():
             return fn(*args)
-        if state["compiled"] is None:
+        if compiled is None:
             # in-process compiling: no pool of compile workers in every worker process of a run
-            state["compiled"] = torch.compile(fn, dynamic=True, options={"compile_threads": 1})
+            compiled = torch.compile(fn, dynamic=True, options={"compile_threads": 1})
         try:
-            return state["compiled"](*args)
+            return compiled(*args)
         except _compile_errors() as e:  # no compiler, unsupported platform: run eagerly instead
             out = fn(*args)  # bad inputs raise their own error here, and compiling stays on
-            broken.append(True)
+            failed = True
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             warnings.warn(
                 f"torch.compile failed for {fn.__name__} ({first[:200]}); running it eagerly (slower, same "
