@@ -9,7 +9,9 @@ from rich.markup import escape
 
 from eis.cli import app
 from eis.cli.common import console, user_errors
+from eis.cli.zoo import DEVICE_HELP, build_with_progress
 from eis.runner import BenchSummary
+from eis.workers import default_workers
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -28,14 +30,20 @@ def bench(
         "--tools",
         help="Comma-separated tools (default: all of each track's family; controls always run).",
     ),
-    workers: int = typer.Option(1, "--workers", min=0, help="Worker processes; 0 runs in this process."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        show_default=False,
+        help="Worker processes for the zoo build and the cells (default: one per core); 0: this process.",
+    ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     rerun: bool = typer.Option(False, "--rerun", help="Recompute cells already in the store."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute only the stored failures."),
     store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
     budget: float = typer.Option(600.0, "--budget", min=0, help="Per-cell time budget in seconds (0: none)."),
 ) -> None:
     """Run every (case x tool x track) cell of SUITE not yet in the store, and record it there."""
-    from eis.cli.zoo import build_with_progress
     from eis.runner import resolve_suite, run_benchmark
     from eis.runner.cells import resolve_tools, resolve_tracks
     from eis.runner.plugins import load_builtins
@@ -43,7 +51,8 @@ def bench(
     load_builtins()
     track_names, tool_names = _split(tracks), _split(tools)
     resolve_tools(tool_names, resolve_tracks(track_names))  # bad names fail now, before the zoo is built
-    cases = resolve_suite(suite, build_with_progress)
+    workers = default_workers() if workers is None else workers
+    cases = resolve_suite(suite, lambda s: build_with_progress(s, workers=workers, device=device))
     try:
         summary = run_benchmark(
             cases,

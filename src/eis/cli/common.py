@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,8 +13,19 @@ from rich.markup import escape
 
 from eis.errors import EisError
 
-console = Console()
-err_console = Console(stderr=True)
+LOG_WIDTH = 200  # columns when output is not a terminal: tables are printed whole, not cut to 80
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console; printing to a file or a pipe (CI logs), it is wide enough for the leaderboards."""
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = LOG_WIDTH
+    return out
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

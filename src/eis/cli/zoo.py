@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import eis.zoo
 from eis.cli import app
 from eis.cli.common import console, err_console, user_errors
+from eis.progress import progress_display
+from eis.workers import default_workers
 from eis.zoo.build import BarError
 from eis.zoo.spec import CaseSpec
 
@@ -18,11 +20,18 @@ zoo_app = typer.Typer(help="Build, list and inspect the model zoo.", no_args_is_
 app.add_typer(zoo_app, name="zoo")
 
 
-def build_with_progress(suite: str, force: bool = False) -> list[eis.zoo.Case]:
-    """Build a suite with a rich progress bar per case and overall; shared by `zoo build` and `bench`."""
+WORKERS_HELP = "Worker processes, one torch thread each (default: one per core); 0 builds in this process."
+DEVICE_HELP = "Where to train: auto (CUDA where present), cpu or cuda. The device is part of the case id."
+
+
+def build_with_progress(
+    suite: str, force: bool = False, *, workers: int | None = None, device: str = "auto"
+) -> list[eis.zoo.Case]:
+    """Build a suite with a progress bar per case and overall (plain periodic lines when not on a
+    terminal); shared by `zoo build`, `bench` and `demo`."""
     specs = eis.zoo.suite_cases(suite)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    with progress_display(err_console, *columns) as progress:
         overall = progress.add_task(f"zoo {suite}", total=len(specs))
         current: dict[str, int] = {}
         state = {"done": 0}
@@ -34,11 +43,17 @@ def build_with_progress(suite: str, force: bool = False) -> list[eis.zoo.Case]:
                 )
             progress.update(current[spec.name], completed=int(fraction * 100))
             if fraction >= 1.0:
-                progress.remove_task(current[spec.name]) if hit else None
+                progress.remove_task(current[spec.name])
                 state["done"] += 1
                 progress.update(overall, completed=state["done"])
 
-        return eis.zoo.build_suite(suite, force=force, on_progress=on_progress)
+        return eis.zoo.build_suite(
+            suite,
+            force=force,
+            on_progress=on_progress,
+            workers=default_workers() if workers is None else workers,
+            device=device,
+        )
 
 
 @zoo_app.command("build")
@@ -46,10 +61,12 @@ def build_with_progress(suite: str, force: bool = False) -> list[eis.zoo.Case]:
 def build(
     suite: str = typer.Argument(..., help="Suite name (see `eis zoo suites`) or path to a suite .toml file."),
     force: bool = typer.Option(False, "--force", help="Retrain even when a cached artifact exists."),
+    workers: int = typer.Option(None, "--workers", min=0, help=WORKERS_HELP, show_default=False),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Train every case of SUITE that is not cached yet and check its bars."""
     try:
-        cases = build_with_progress(suite, force)
+        cases = build_with_progress(suite, force, workers=workers, device=device)
     except BarError as exc:
         for miss in exc.misses:
             err_console.print(f"[bold red]bar missed:[/] {miss}", highlight=False)

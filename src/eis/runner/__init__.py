@@ -128,15 +128,18 @@ def run_benchmark(
 
 
 def _progress_bar(console: Any) -> Any:
-    """The bench progress bar: done / total, failures, elapsed time, ETA and the cell now running."""
+    """The bench progress display: done / total, failures, elapsed time, ETA and the cell now running
+    (rich bars on a terminal, periodic plain lines otherwise)."""
+    from rich import get_console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+
+    from eis.progress import progress_display
 
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -148,4 +151,4 @@ def _progress_bar(console: Any) -> Any:
         TimeRemainingColumn(),
         TextColumn("{task.fields[current]}", style="dim"),
     )
-    return Progress(*columns, console=console, transient=False)
+    return progress_display(console or get_console(), *columns)

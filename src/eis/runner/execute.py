@@ -29,8 +29,8 @@ import copy
 import dataclasses
 import importlib
 import math
-import multiprocessing
 import multiprocessing.connection as mpc
+import os
 import platform
 import random
 import signal
@@ -48,6 +48,7 @@ import numpy as np
 from eis.errors import EisError
 from eis.results.store import Store, encode_png, to_jsonable
 from eis.runner.cells import Cell
+from eis.workers import adopt_environment, one_thread, process_context
 
 MAX_ERROR_CHARS = 2000
 
@@ -243,12 +244,11 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
 
 
 # -- workers -------------------------------------------------------------------------------------------
-def _worker_main(conn: mpc.Connection, modules: Sequence[str]) -> None:
+def _worker_main(conn: mpc.Connection, modules: Sequence[str], env: dict[str, str]) -> None:
     """Worker process: import what registers the tools and tracks, then run cells until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
-    import torch
-
-    torch.set_num_threads(1)
+    adopt_environment(env)
+    one_thread()
     setup_error = ""
     try:
         from eis.runner.plugins import load_builtins
@@ -276,7 +276,9 @@ def _worker_main(conn: mpc.Connection, modules: Sequence[str]) -> None:
 class _Worker:
     def __init__(self, ctx: Any, modules: Sequence[str]) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, list(modules)), daemon=True)
+        self.proc = ctx.Process(
+            target=_worker_main, args=(child, list(modules), dict(os.environ)), daemon=True
+        )
         self.proc.start()
         child.close()
         self.ready = False
@@ -322,17 +324,8 @@ Record = tuple[dict[str, Any], dict[str, bytes]]
 
 
 def _context(method: str | None) -> Any:
-    """A fork-safe multiprocessing context: never plain fork (torch's threads and CUDA don't survive it).
-
-    forkserver (POSIX) starts one clean server process that has imported torch and eis once; every worker,
-    including the replacement of a killed one, is forked from it in milliseconds. spawn elsewhere.
-    """
-    if method is None:
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["eis.runner._preload", "eis.runner.execute"])
-    return ctx
+    """The workers' process context; the forkserver preloads torch and every registered tool and track."""
+    return process_context(["eis.runner._preload", "eis.runner.execute"], method)
 
 
 @dataclasses.dataclass
@@ -353,8 +346,7 @@ class Executor:
         if self.workers <= 0:
             import torch
 
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # as in the workers: same float reductions, same results
+            threads = one_thread()  # as in the workers: same float reductions, same results
             try:
                 for cell in cells:
                     if skip(cell):

@@ -8,13 +8,14 @@ model, (x, y) = case.model(), case.inputs(64)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from eis.errors import EisError
 from eis.zoo import artifact
 from eis.zoo.build import BarError, BarMiss, build_case, cached
 from eis.zoo.case import Case, Truth
-from eis.zoo.spec import CaseSpec
+from eis.zoo.spec import CaseSpec, resolve_device
 from eis.zoo.suites import builtin_suites, load_suite
 
 __all__ = [
@@ -39,33 +40,26 @@ def suite_cases(suite: str) -> list[CaseSpec]:
 
 
 def build_suite(
-    suite: str, *, force: bool = False, on_progress: Callable[[CaseSpec, float, bool], None] | None = None
+    suite: str,
+    *,
+    force: bool = False,
+    on_progress: Callable[[CaseSpec, float, bool], None] | None = None,
+    workers: int = 0,
+    device: str = "auto",
 ) -> list[Case]:
     """Build every case of ``suite`` (cache hits cost nothing) and return them in suite order.
 
-    ``on_progress(spec, fraction, cached)`` is called as training goes. Every case is attempted; the
-    ones that miss their bars are reported together in one BarError at the end.
+    ``on_progress(spec, fraction, cached)`` is called as training goes. workers: 0 = one case at a time in
+    this process, N = N worker processes (same weights either way; the CLI's default is one per core).
+    device: where to train, ``cpu``, ``cuda`` or ``auto`` (CUDA where present); the device is part of the
+    case id, so CPU and GPU builds of one spec are separate artifacts. Every case is attempted; the ones
+    that miss their bars are reported together in one BarError at the end.
     """
-    cases, misses = [], []
-    for spec in load_suite(suite):
-        hit = cached(spec) if not force else None
-        if hit is not None:
-            cases.append(hit)
-            if on_progress:
-                on_progress(spec, 1.0, True)
-            continue
-        try:
-            case, _ = build_case(
-                spec,
-                force=force,
-                progress=(lambda f, s=spec: on_progress(s, f, False)) if on_progress else None,
-            )
-            cases.append(case)
-        except BarError as exc:
-            misses.extend(exc.misses)
-    if misses:
-        raise BarError(misses)
-    return cases
+    from eis.zoo.pool import build_specs
+
+    where = resolve_device(device)
+    specs = [dataclasses.replace(spec, device=where) for spec in load_suite(suite)]
+    return build_specs(specs, workers=workers, force=force, on_progress=on_progress)
 
 
 def list_built() -> list[Case]:
@@ -92,7 +86,11 @@ def load(name_or_id: str) -> Case:
     for suite in builtin_suites():
         for spec in load_suite(suite):
             if spec.name == name_or_id:
-                case = cached(spec)
+                devices = dict.fromkeys([resolve_device("auto"), "cpu"])
+                case = next(
+                    (c for d in devices if (c := cached(dataclasses.replace(spec, device=d))) is not None),
+                    None,
+                )
                 if case is None:
                     raise EisError(f"case {name_or_id!r} is not built yet; run `eis zoo build {suite}`")
                 return case

@@ -94,6 +94,7 @@ def build_case(
         "population": spec.population,
         "role": spec.role,
         "seed": spec.seed,
+        "device": spec.device,
         "clean_accuracy": round(measured.get("clean_accuracy", float("nan")), 4),
         "versions": {"eis": eis.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }

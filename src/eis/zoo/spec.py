@@ -19,6 +19,25 @@ from eis.zoo.flaws import make_flaw
 ZOO_VERSION = "2"  # bump when training or data generation changes, so that caches rebuild
 DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
 TRAIN_FIELDS = ("epochs", "batch_size", "lr")
+DEVICES = ("cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` where CUDA is available, else ``cpu``; ``cuda`` without CUDA is an error.
+
+    Weights are bit-identical for one spec on one device type (CPU builds on any machine; CUDA builds on
+    the same GPU model and software); CPU and CUDA builds of a spec may differ, so the device is part of
+    the case id and the cache never mixes them.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in DEVICES:
+        raise EisError(f"unknown device {device!r}; valid: auto, {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EisError("device 'cuda' was asked for but CUDA is not available here; valid here: auto, cpu")
+    return device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +53,7 @@ class CaseSpec:
     bars: dict[str, float] = dataclasses.field(default_factory=dict)
     population: str | None = None
     role: str | None = None  # populations: "eval" (scored) or "train" (for detectors that learn)
+    device: str = "cpu"  # where it trains: "cpu" or "cuda" (see resolve_device); part of the case id
 
     def validated(self) -> CaseSpec:
         """Check every field against the registries and ranges; return the spec with the flaw normalised."""
@@ -51,6 +71,8 @@ class CaseSpec:
         for key in self.bars:
             if key not in DEFAULT_BARS:
                 raise EisError(f"case {self.name!r}: unknown bar {key!r}; valid: {', '.join(DEFAULT_BARS)}")
+        if self.device not in DEVICES:
+            raise EisError(f"case {self.name!r}: unknown device {self.device!r}; valid: {', '.join(DEVICES)}")
         if not isinstance(self.seed, int):
             raise EisError(f"case {self.name!r}: seed must be an integer, got {self.seed!r}")
         try:
@@ -70,8 +92,11 @@ class CaseSpec:
         return float(self.bars.get(name, DEFAULT_BARS[name]))
 
     def content(self) -> dict[str, Any]:
-        """Everything that determines the artifact (bars are checks, not inputs, so they are left out)."""
-        return {
+        """Everything that determines the artifact (bars are checks, not inputs, so they are left out).
+
+        The training device enters only when it is not the CPU, so CPU case ids stay what they were.
+        """
+        out = {
             "zoo_version": ZOO_VERSION,
             "name": self.name,
             "dataset": self.dataset,
@@ -82,6 +107,9 @@ class CaseSpec:
             "population": self.population,
             "role": self.role,
         }
+        if self.device != "cpu":
+            out["device"] = self.device
+        return out
 
     @property
     def case_id(self) -> str:

@@ -18,16 +18,20 @@ EVAL_SEED = 12345  # seed of the triggers stamped for measuring bars
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Predicted classes of ``x`` in batches."""
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    """Predicted classes of ``x`` in batches, computed on the model's device and returned on ``x``'s."""
+    device = next(model.parameters()).device
+    return torch.cat(
+        [model(x[i : i + batch_size].to(device)).argmax(1).to(x.device) for i in range(0, len(x), batch_size)]
+    )
 
 
 def train_model(
     spec: CaseSpec, progress: Callable[[float], None] | None = None, attempt: int = 0
 ) -> tuple[nn.Module, dict[str, float]]:
-    """Train ``spec``'s model deterministically on CPU; return it (eval mode) and its measured bars.
+    """Train ``spec``'s model deterministically on ``spec.device``; return it (eval mode) and its bars.
 
     ``attempt`` > 0 re-draws the initialisation and data order from a derived seed (population retries).
+    Data poisoning, initialisation and the data order come from CPU generators on every device.
     """
     data = get_dataset(spec.dataset)
     flaw = make_flaw(spec.flaw)
@@ -37,6 +41,11 @@ def train_model(
     torch.manual_seed(seed)
     x, y = flaw.poison(data.train_x, data.train_y, gen)
     model = build_arch(spec.arch, data.input_shape[0], data.num_classes, data.input_shape[1])
+    device = torch.device(spec.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    model.to(device)
+    x_dev, y_dev = x.to(device), y.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings["lr"])
     epochs, bs = settings["epochs"], settings["batch_size"]
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -46,9 +55,9 @@ def train_model(
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), bs):
-            idx = order[i : i + bs]
+            idx = order[i : i + bs].to(device)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            F.cross_entropy(model(x_dev[idx]), y_dev[idx]).backward()
             opt.step()
             sched.step()
         if progress:

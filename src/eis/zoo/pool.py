@@ -1,0 +1,176 @@
+"""Building many cases at once: in this process or in worker processes, one torch thread each.
+
+Every case trains with one intra-op thread wherever it runs, so a parallel build gives bit-identical
+weights to a one-at-a-time build (tested), and N small models train side by side instead of two threads
+spinning against each other. Workers start from a forkserver (spawn where there is none), so datasets and
+architectures registered at run time must come from an importable module: the workers import the module
+that registered each one (a script's own registrations count, as multiprocessing re-imports the script).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import os
+import queue as queue_mod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from eis.errors import EisError
+from eis.workers import adopt_environment, one_thread, process_context
+from eis.zoo.archs import ARCHS
+from eis.zoo.build import BarError, BarMiss, build_case, cached
+from eis.zoo.case import Case
+from eis.zoo.datasets import DATASETS
+from eis.zoo.spec import CaseSpec
+
+Progress = Callable[[CaseSpec, float, bool], None]
+
+_QUEUE: Any = None  # the worker's end of the progress queue (set by _init)
+
+
+def build_specs(
+    specs: Sequence[CaseSpec], *, workers: int = 0, force: bool = False, on_progress: Progress | None = None
+) -> list[Case]:
+    """Build every spec (cache hits cost nothing) and return the cases in the order of ``specs``.
+
+    workers: 0 = one at a time in this process; N >= 1 = up to N worker processes. ``on_progress(spec,
+    fraction, cached)`` is called in this process as training goes. Every case is attempted; the ones that
+    miss their bars are reported together in one BarError at the end, and nothing is written for them.
+    """
+    report = on_progress or (lambda s, f, c: None)
+    built: dict[int, Case] = {}
+    todo: list[int] = []
+    for i, spec in enumerate(specs):
+        hit = None if force else cached(spec)
+        if hit is None:
+            todo.append(i)
+        else:
+            built[i] = hit
+            report(spec, 1.0, True)
+    if workers <= 0 or len(todo) <= 1:
+        misses = _build_here([specs[i] for i in todo], todo, built, force, report)
+    else:
+        misses = _build_in_workers([specs[i] for i in todo], todo, built, force, report, workers)
+    if misses:
+        raise BarError(misses)
+    return [built[i] for i in range(len(specs))]
+
+
+def _build_here(
+    specs: Sequence[CaseSpec], index: Sequence[int], built: dict[int, Case], force: bool, report: Progress
+) -> list[BarMiss]:
+    import torch
+
+    misses: list[BarMiss] = []
+    threads = one_thread()
+    try:
+        for i, spec in zip(index, specs, strict=True):
+            try:
+                built[i], _ = build_case(spec, force=force, progress=lambda f, s=spec: report(s, f, False))
+            except BarError as exc:
+                misses.extend(exc.misses)
+    finally:
+        torch.set_num_threads(threads)
+    return misses
+
+
+def _build_in_workers(
+    specs: Sequence[CaseSpec],
+    index: Sequence[int],
+    built: dict[int, Case],
+    force: bool,
+    report: Progress,
+    workers: int,
+) -> list[BarMiss]:
+    ctx = process_context(["eis.zoo.pool"])
+    progress = ctx.Queue()
+    modules = _registering_modules(specs)
+    misses: list[BarMiss] = []
+    pool = cf.ProcessPoolExecutor(
+        min(workers, len(specs)),
+        mp_context=ctx,
+        initializer=_init,
+        initargs=(progress, modules, dict(os.environ)),
+    )
+    finished = False
+    try:
+        futures = {pool.submit(_build_one, k, spec, force): k for k, spec in enumerate(specs)}
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            _drain(progress, specs, report)
+            for fut in done:
+                k = futures[fut]
+                root, case_misses = fut.result()
+                if root is None:
+                    misses.extend(case_misses)
+                else:
+                    built[index[k]] = Case(Path(root))
+                    report(specs[k], 1.0, False)
+        _drain(progress, specs, report)
+        finished = True
+    except cf.process.BrokenProcessPool:
+        raise EisError("a zoo build worker process died (out of memory?); rerun with --workers 0") from None
+    finally:
+        if not finished:  # an error or Ctrl-C: stop the workers now (cases already written stay cached)
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
+        progress.close()
+    return misses
+
+
+def _drain(progress: Any, specs: Sequence[CaseSpec], report: Progress) -> None:
+    while True:
+        try:
+            k, fraction = progress.get_nowait()
+        except (queue_mod.Empty, OSError, ValueError):
+            return
+        if fraction < 1.0:  # completion is reported once the artifact is back in this process
+            report(specs[k], fraction, False)
+
+
+def _registering_modules(specs: Sequence[CaseSpec]) -> list[str]:
+    """Modules outside eis that registered the specs' datasets and architectures (workers import them)."""
+    mods = set()
+    for spec in specs:
+        for registry, name in ((DATASETS, spec.dataset), (ARCHS, spec.arch)):
+            if name in registry:
+                mods.add(getattr(registry.get(name), "__module__", "") or "")
+    return sorted(m for m in mods if m and not m.startswith("eis.") and m not in ("__main__", "__mp_main__"))
+
+
+def _init(progress: Any, modules: Sequence[str], env: dict[str, str]) -> None:
+    """Worker start-up: the parent's environment, one torch thread, the progress queue, and the modules
+    that register names."""
+    import importlib
+
+    global _QUEUE
+    adopt_environment(env)
+    one_thread()
+    _QUEUE = progress
+    for m in modules:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(m)
+
+
+def _build_one(k: int, spec: CaseSpec, force: bool) -> tuple[str | None, list[BarMiss]]:
+    """Worker: build one case; returns its folder, or None and the bars it missed."""
+    for registry, name, kind in ((DATASETS, spec.dataset, "dataset"), (ARCHS, spec.arch, "arch")):
+        if name not in registry:
+            raise EisError(
+                f"{kind} {name!r} is not registered in the zoo build's worker processes; register it in an "
+                "importable module, or build with workers=0 (--workers 0)"
+            )
+
+    def progress(fraction: float) -> None:
+        with contextlib.suppress(Exception):
+            _QUEUE.put((k, fraction))
+
+    try:
+        case, _ = build_case(spec, force=force, progress=progress)
+    except BarError as exc:  # returned, not raised: BarError does not survive pickling
+        return None, exc.misses
+    return str(case.root), []

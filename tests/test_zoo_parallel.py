@@ -1,0 +1,144 @@
+"""The parallel zoo build: same weights as one at a time, bars and progress, devices, plain-line progress."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+import eis.zoo
+from eis.cli import app
+from eis.errors import EisError
+from eis.progress import LineProgress, progress_display
+from eis.zoo.spec import CaseSpec, resolve_device
+
+SUITE = """
+[defaults]
+dataset = "digits"
+arch = "cnn"
+train = { epochs = 2 }
+bars = { clean_accuracy = 0.0, asr = 0.0 }
+
+[[case]]
+name = "par-clean"
+flaw = { kind = "clean" }
+
+[[case]]
+name = "par-patch"
+flaw = { kind = "patch", target = 1, pattern = "checkerboard" }
+seed = 4
+
+[[case]]
+name = "par-blend"
+flaw = { kind = "blend", target = 2, pattern = "noise", alpha = 0.2 }
+seed = 5
+"""
+
+
+def _weights(cases: list[eis.zoo.Case]) -> dict[str, bytes]:
+    return {c.name: (c.root / "model.safetensors").read_bytes() for c in cases}
+
+
+def test_parallel_build_gives_bit_identical_weights(tmp_path, monkeypatch):
+    suite = tmp_path / "par.toml"
+    suite.write_text(SUITE)
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "serial"))
+    serial = eis.zoo.build_suite(str(suite), workers=0, device="cpu")
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "parallel"))
+    seen: list[tuple[str, float, bool]] = []
+    parallel = eis.zoo.build_suite(
+        str(suite), workers=2, device="cpu", on_progress=lambda s, f, hit: seen.append((s.name, f, hit))
+    )
+    assert [c.name for c in parallel] == ["par-clean", "par-patch", "par-blend"]  # suite order
+    assert _weights(parallel) == _weights(serial)
+    assert [c.id for c in parallel] == [c.id for c in serial]
+    for c in parallel:
+        assert c.meta["device"] == "cpu"
+        assert json.loads((c.root / "truth" / "truth.json").read_text())["measured"] == c.truth().measured
+    # every case reported its epochs from the worker and its completion once, in this process
+    for name in ("par-clean", "par-patch", "par-blend"):
+        fractions = [f for n, f, hit in seen if n == name and not hit]
+        assert fractions.count(1.0) == 1 and any(0 < f < 1 for f in fractions)
+    # a second parallel build is all cache hits
+    seen.clear()
+    again = eis.zoo.build_suite(
+        str(suite), workers=2, device="cpu", on_progress=lambda s, f, h: seen.append(h)
+    )
+    assert _weights(again) == _weights(serial) and seen == [True, True, True]
+
+
+def test_parallel_build_collects_every_bar_miss(tmp_path, monkeypatch):
+    suite = tmp_path / "miss.toml"
+    suite.write_text(
+        SUITE.replace('name = "par-patch"', 'name = "par-patch"\nbars = { clean_accuracy = 0.999 }').replace(
+            'name = "par-blend"', 'name = "par-blend"\nbars = { asr = 0.9999 }\ntrain = { epochs = 1 }'
+        )
+    )
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    with pytest.raises(eis.zoo.BarError) as info:
+        eis.zoo.build_suite(str(suite), workers=2, device="cpu")
+    assert {m.case for m in info.value.misses} == {"par-blend", "par-patch"}
+    built = [c.name for c in eis.zoo.list_built()]
+    assert built == ["par-clean"]  # the case that met its bars is kept; nothing is written for the misses
+
+
+def test_the_device_is_part_of_the_case_id_except_on_cpu():
+    spec = CaseSpec(name="d", dataset="digits", arch="cnn", flaw={"kind": "clean"})
+    assert "device" not in spec.content()  # CPU ids are what they were before devices existed
+    cuda = CaseSpec(name="d", dataset="digits", arch="cnn", flaw={"kind": "clean"}, device="cuda")
+    assert cuda.content()["device"] == "cuda" and cuda.case_id != spec.case_id
+
+
+def test_device_choices_get_one_line_errors():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(EisError, match="unknown device 'tpu'; valid: auto, cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EisError, match="CUDA is not available here"):
+            resolve_device("cuda")
+        result = CliRunner().invoke(app, ["zoo", "build", "smoke", "--device", "cuda"])
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
+def test_line_progress_prints_periodic_plain_lines():
+    out = io.StringIO()
+    console = Console(file=out, width=80)
+    assert not console.is_terminal
+    progress = progress_display(console, every_s=0.0)
+    assert isinstance(progress, LineProgress)
+    with progress:
+        task = progress.add_task("bench", total=4, failed=0, current="")
+        sub = progress.add_task("  a sub-task", total=100)
+        progress.update(sub, completed=50)  # only the first task is reported
+        progress.update(task, advance=1, current="localize · saliency · case-a")
+        progress.update(task, advance=1, failed=1)
+        progress.update(task, advance=2)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("bench: 0/4, elapsed 0:00:00")
+    assert "bench: 1/4" in lines[1] and "ETA" in lines[1] and "now: localize · saliency · case-a" in lines[1]
+    assert "2/4, 1 failed" in lines[2]
+    assert lines[-1].startswith("bench: 4/4, 1 failed") and "ETA" not in lines[-1]
+    assert not any("sub-task" in line for line in lines)
+
+
+def test_line_progress_is_quiet_between_intervals():
+    out = io.StringIO()
+    progress = LineProgress(Console(file=out), every_s=3600)
+    with progress:
+        task = progress.add_task("zoo smoke", total=10)
+        for _ in range(9):
+            progress.update(task, advance=1)
+    lines = out.getvalue().splitlines()
+    assert lines == [lines[0], lines[1]] and "9/10" in lines[1]  # the start, and the unfinished end
+
+
+def test_cli_console_is_wide_when_not_a_terminal(monkeypatch):
+    from eis.cli import common
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert common._console().width == common.LOG_WIDTH
