@@ -1,60 +1,86 @@
-"""Seconds to build a suite cold, and per-case training time (issue: zoo build budget).
+"""Seconds to build a suite cold: one case at a time vs worker processes, quiet vs under a competing load.
 
-    .venv/bin/python benchmarks/bench_zoo.py smoke standard
+    .venv/bin/python benchmarks/bench_zoo.py smoke detect [--workers 2] [--no-load]
 
-Builds each suite into its own fresh temporary EIS_HOME so that every case trains (suites share specs,
-and the zoo never trains a spec twice); prints one line per case, the totals, and the ratio of the total
-to the suite's budget.
+Each build goes into its own fresh temporary EIS_HOME so that every case trains (the zoo never trains a
+spec twice). Both modes hold torch to one thread per process (the zoo build always does). The competing
+load is one busy process spinning a 1-thread matrix multiply, as another user's job would. Prints one line
+per build and the ratios measured in this run: one-at-a-time / parallel, quiet and loaded, and loaded /
+quiet for each mode. The parallel build's weights are checked to be bit-identical to the serial ones.
 """
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
-import sys
 import tempfile
 import time
 
-BUDGET_S = {"smoke": 60.0, "standard": 900.0}
-CASE_BUDGET_S = 30.0
 
-
-def main(suites: list[str]) -> None:
+def _busy(stop: multiprocessing.synchronize.Event) -> None:
     import torch
 
-    from eis.zoo import suite_cases
-    from eis.zoo.build import BarError, build_case
-    from eis.zoo.datasets import get_dataset
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    while not stop.is_set():
+        a = torch.tanh(a @ a)
 
-    print(f"torch threads: {torch.get_num_threads()}")
-    for suite in suites:
-        os.environ["EIS_HOME"] = tempfile.mkdtemp(prefix=f"eis-bench-zoo-{suite}-")
-        specs = suite_cases(suite)
-        t0 = time.perf_counter()
+
+def build_seconds(suite: str, workers: int) -> tuple[float, dict[str, bytes]]:
+    import eis.zoo
+
+    os.environ["EIS_HOME"] = tempfile.mkdtemp(prefix=f"eis-bench-zoo-{suite}-")
+    t0 = time.perf_counter()
+    cases = eis.zoo.build_suite(suite, workers=workers, device="cpu")
+    seconds = time.perf_counter() - t0
+    return seconds, {c.name: (c.root / "model.safetensors").read_bytes() for c in cases}
+
+
+def main() -> None:
+    from eis.workers import default_workers
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suites", nargs="*", default=["smoke"])
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--no-load", action="store_true", help="skip the builds under a competing load")
+    args = parser.parse_args()
+    ctx = multiprocessing.get_context("spawn")
+    for suite in args.suites:
+        from eis.zoo.datasets import get_dataset
+        from eis.zoo.suites import load_suite
+
+        specs = load_suite(suite)
         for name in {s.dataset for s in specs}:
-            get_dataset(name)
-        data_s = time.perf_counter() - t0
-        worst = 0.0
-        for spec in specs:
-            t = time.perf_counter()
+            get_dataset(name)  # data generation is not part of the build time compared here
+        times: dict[tuple[str, int], float] = {}
+        for load in ("quiet",) if args.no_load else ("quiet", "loaded"):
+            stop = ctx.Event()
+            busy = ctx.Process(target=_busy, args=(stop,), daemon=True) if load == "loaded" else None
+            if busy is not None:
+                busy.start()
             try:
-                case, _ = build_case(spec)
-                bars = ", ".join(f"{k}={v:.3f}" for k, v in case.truth().measured.items())
-            except BarError as exc:
-                bars = f"FAILED: {exc}"
-            dt = time.perf_counter() - t
-            worst = max(worst, dt)
-            print(
-                f"  {spec.name:32s} {dt:6.1f} s  {dt / CASE_BUDGET_S:5.2f}x of {CASE_BUDGET_S:.0f} s  {bars}",
-                flush=True,
-            )
-        total = time.perf_counter() - t0
-        budget = BUDGET_S.get(suite)
-        ratio = f"{total / budget:.2f}x of the {budget:.0f} s budget" if budget else ""
-        print(
-            f"{suite}: {len(specs)} cases cold in {total:.1f} s (data generation {data_s:.1f} s); "
-            f"slowest case {worst:.1f} s; {ratio}"
-        )
+                weights = {}
+                for workers in (0, args.workers):
+                    seconds, weights[workers] = build_seconds(suite, workers)
+                    times[load, workers] = seconds
+                    mode = "one at a time" if workers == 0 else f"{workers} workers"
+                    print(f"{suite} ({len(specs)} cases), {load}, {mode}: {seconds:.1f} s", flush=True)
+                same = weights[0] == weights[args.workers]
+                print(f"  parallel weights bit-identical to one-at-a-time: {same}", flush=True)
+            finally:
+                if busy is not None:
+                    stop.set()
+                    busy.join(5)
+        for load in sorted({k[0] for k in times}):
+            ratio = times[load, 0] / times[load, args.workers]
+            print(f"{suite}: {load}: one at a time / {args.workers} workers = {ratio:.2f}x")
+        if ("loaded", 0) in times:
+            for workers in (0, args.workers):
+                mode = "one at a time" if workers == 0 else f"{workers} workers"
+                ratio = times["loaded", workers] / times["quiet", workers]
+                print(f"{suite}: {mode}: loaded / quiet = {ratio:.2f}x")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["smoke"])
+    main()

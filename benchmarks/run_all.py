@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
-    "zoo": ["bench_zoo.py", "smoke", "standard"],
+    "zoo": ["bench_zoo.py", "smoke", "detect"],
     "attribution": ["bench_attribution.py", "--quick"],
     "faithfulness": ["bench_faithfulness.py"],
     "nc": ["bench_neural_cleanse.py"],

@@ -7,10 +7,15 @@ worker (and an in-process run, for identical float reductions) holds torch to on
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+from eis.errors import EisError
+
+BACKENDS = ("local", "ray")
 
 
 def default_workers() -> int:
@@ -36,14 +41,16 @@ def process_context(preload: Sequence[str] = (), method: str | None = None) -> A
     return ctx
 
 
-def adopt_environment(env: dict[str, str]) -> None:
+def adopt_environment(env: dict[str, str], prefix: str = "") -> None:
     """Give a worker its parent's environment as it is now (``EIS_HOME``, ``EIS_PLUGINS``, ...).
 
     A forkserver's children inherit the environment the server started with, which may be stale: a
     process that changes ``EIS_HOME`` after its first pool would otherwise send later workers to the old
-    home. Workers call this first with ``dict(os.environ)`` from the parent.
+    home. Workers call this first with the parent's ``os.environ`` (or, with ``prefix``, only the
+    variables starting with it: a Ray worker on another machine keeps its own ``PATH``).
     """
-    os.environ.clear()
+    for key in [k for k in os.environ if k.startswith(prefix) and k not in env]:
+        del os.environ[key]
     os.environ.update(env)
 
 
@@ -54,3 +61,57 @@ def one_thread() -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     return previous
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one eis runs on, else a one-line error naming the valid ones."""
+    if backend not in BACKENDS:
+        raise EisError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return backend
+
+
+def eis_environment() -> dict[str, str]:
+    """The ``EIS_*`` variables of this process, which Ray tasks on other machines run with."""
+    return {k: v for k, v in os.environ.items() if k.startswith("EIS_")}
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """Yield the ``ray`` module connected to a cluster: the one at ``address`` (``auto``: the cluster this
+    machine belongs to), else a local one with ``num_cpus`` CPUs started for the block and stopped after
+    it. A session this process already has is reused and left running."""
+    try:
+        import ray
+    except ImportError:
+        raise EisError("the ray backend needs Ray: pip install 'eis[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": "ERROR",
+            "log_to_driver": False,
+        }
+        try:
+            if address:
+                ray.init(address=address, runtime_env={"env_vars": eis_environment()}, **options)
+            else:
+                ray.init(num_cpus=num_cpus or default_workers(), **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+            raise EisError(f"could not start or reach {where}: {str(exc).splitlines()[0]}") from None
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def ray_gpus_per_task(ray: Any, requested: float | None) -> float:
+    """GPUs each Ray task asks for: ``requested``, else the cluster's GPUs shared over its CPUs (0 without
+    GPUs), so that every CPU slot can run while the small models share the GPUs."""
+    if requested is not None:
+        return float(requested)
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    return 0.0 if gpus <= 0 else min(1.0, gpus / max(cpus, 1.0))

@@ -9,9 +9,9 @@ from rich.markup import escape
 
 from eis.cli import app
 from eis.cli.common import console, user_errors
-from eis.cli.zoo import DEVICE_HELP, build_with_progress
+from eis.cli.zoo import ADDRESS_HELP, BACKEND_HELP, DEVICE_HELP, build_with_progress
 from eis.runner import BenchSummary
-from eis.workers import default_workers
+from eis.workers import check_backend, default_workers
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -38,6 +38,8 @@ def bench(
         help="Worker processes for the zoo build and the cells (default: one per core); 0: this process.",
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     rerun: bool = typer.Option(False, "--rerun", help="Recompute cells already in the store."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute only the stored failures."),
     store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
@@ -51,8 +53,12 @@ def bench(
     load_builtins()
     track_names, tool_names = _split(tracks), _split(tools)
     resolve_tools(tool_names, resolve_tracks(track_names))  # bad names fail now, before the zoo is built
+    check_backend(backend)
     workers = default_workers() if workers is None else workers
-    cases = resolve_suite(suite, lambda s: build_with_progress(s, workers=workers, device=device))
+    cases = resolve_suite(
+        suite,
+        lambda s: build_with_progress(s, workers=workers, device=device, backend=backend, address=address),
+    )
     try:
         summary = run_benchmark(
             cases,
@@ -65,6 +71,8 @@ def bench(
             retry_failed=retry_failed,
             progress=True,
             console=console,
+            backend=backend,
+            address=address,
         )
     except KeyboardInterrupt:
         console.print(

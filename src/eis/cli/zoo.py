@@ -12,7 +12,7 @@ import eis.zoo
 from eis.cli import app
 from eis.cli.common import console, err_console, user_errors
 from eis.progress import progress_display
-from eis.workers import default_workers
+from eis.workers import check_backend, default_workers
 from eis.zoo.build import BarError
 from eis.zoo.spec import CaseSpec
 
@@ -22,10 +22,18 @@ app.add_typer(zoo_app, name="zoo")
 
 WORKERS_HELP = "Worker processes, one torch thread each (default: one per core); 0 builds in this process."
 DEVICE_HELP = "Where to train: auto (CUDA where present), cpu or cuda. The device is part of the case id."
+BACKEND_HELP = "local (processes on this machine) or ray (Ray tasks; needs eis's ray extra)."
+ADDRESS_HELP = "With --backend ray: the cluster to use (auto, ray://host:port); default: start a local one."
 
 
 def build_with_progress(
-    suite: str, force: bool = False, *, workers: int | None = None, device: str = "auto"
+    suite: str,
+    force: bool = False,
+    *,
+    workers: int | None = None,
+    device: str = "auto",
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[eis.zoo.Case]:
     """Build a suite with a progress bar per case and overall (plain periodic lines when not on a
     terminal); shared by `zoo build`, `bench` and `demo`."""
@@ -53,6 +61,8 @@ def build_with_progress(
             on_progress=on_progress,
             workers=default_workers() if workers is None else workers,
             device=device,
+            backend=backend,
+            address=address,
         )
 
 
@@ -63,10 +73,15 @@ def build(
     force: bool = typer.Option(False, "--force", help="Retrain even when a cached artifact exists."),
     workers: int = typer.Option(None, "--workers", min=0, help=WORKERS_HELP, show_default=False),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """Train every case of SUITE that is not cached yet and check its bars."""
+    check_backend(backend)
     try:
-        cases = build_with_progress(suite, force, workers=workers, device=device)
+        cases = build_with_progress(
+            suite, force, workers=workers, device=device, backend=backend, address=address
+        )
     except BarError as exc:
         for miss in exc.misses:
             err_console.print(f"[bold red]bar missed:[/] {miss}", highlight=False)

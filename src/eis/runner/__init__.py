@@ -67,6 +67,8 @@ def run_benchmark(
     retry_failed: bool = False,
     progress: bool = False,
     console: Any = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> BenchSummary:
     """Run every cell of ``cases`` x ``tools`` x ``tracks`` not yet in ``store`` and record it there.
 
@@ -74,7 +76,9 @@ def run_benchmark(
     tool of each track's family; the family's controls are always added). tracks: names (default: the
     registered ones among ``DEFAULT_TRACKS``). workers: 0 = in this process, N >= 1 = N worker processes
     (each cell then has a hard time budget). rerun: recompute cells already stored. retry_failed: recompute
-    only the stored failures. budget_s: per-cell time limit in seconds (None = none).
+    only the stored failures. budget_s: per-cell time limit in seconds (None = none). backend: ``local``
+    or ``ray`` (cells as Ray tasks on the cluster at ``address``, or on a local one with ``workers``
+    CPUs); the records are the same either way.
     """
     load_builtins()
     cells = expand(cases, tools, tracks)
@@ -118,6 +122,8 @@ def run_benchmark(
                 on_record=on_record,
                 on_skip=on_skip,
                 on_start=on_start,
+                backend=backend,
+                address=address,
             )
             if bar is not None:
                 bar.update(task, current="")

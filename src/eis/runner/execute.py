@@ -48,7 +48,7 @@ import numpy as np
 from eis.errors import EisError
 from eis.results.store import Store, encode_png, to_jsonable
 from eis.runner.cells import Cell
-from eis.workers import adopt_environment, one_thread, process_context
+from eis.workers import adopt_environment, check_backend, one_thread, process_context
 
 MAX_ERROR_CHARS = 2000
 
@@ -441,11 +441,15 @@ def run_cells_to_store(
     on_record: Callable[[Cell, dict[str, Any]], None] = lambda c, r: None,
     on_start: Callable[[Cell], None] = lambda c: None,
     on_skip: Callable[[Cell], None] = lambda c: None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> None:
     """Run ``cells`` and write each record to ``store`` as it finishes.
 
-    Just before a cell is dispatched the store is checked again (unless ``rerun``): a cell finished in the
-    meantime by another ``eis bench`` on the same store is skipped, not recomputed.
+    backend: ``local`` (this process or a local pool, by ``workers``) or ``ray`` (Ray tasks on the cluster
+    at ``address``, or on a local cluster with ``workers`` CPUs when there is none). Just before a cell
+    is dispatched the store is checked again (unless ``rerun``): a cell finished in the meantime by
+    another ``eis bench`` on the same store is skipped, not recomputed.
     """
 
     def skip(cell: Cell) -> bool:
@@ -459,4 +463,10 @@ def run_cells_to_store(
         store.put(rec, gallery)
         on_record(cell, rec)
 
-    Executor(workers=workers, budget_s=budget_s).run(cells, done, skip=skip, on_start=on_start)
+    if check_backend(backend) == "ray":
+        from eis.runner.ray_backend import RayExecutor
+
+        executor: Any = RayExecutor(workers=workers, budget_s=budget_s, address=address)
+    else:
+        executor = Executor(workers=workers, budget_s=budget_s)
+    executor.run(cells, done, skip=skip, on_start=on_start)

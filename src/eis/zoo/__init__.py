@@ -46,20 +46,29 @@ def build_suite(
     on_progress: Callable[[CaseSpec, float, bool], None] | None = None,
     workers: int = 0,
     device: str = "auto",
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[Case]:
     """Build every case of ``suite`` (cache hits cost nothing) and return them in suite order.
 
     ``on_progress(spec, fraction, cached)`` is called as training goes. workers: 0 = one case at a time in
     this process, N = N worker processes (same weights either way; the CLI's default is one per core).
     device: where to train, ``cpu``, ``cuda`` or ``auto`` (CUDA where present); the device is part of the
-    case id, so CPU and GPU builds of one spec are separate artifacts. Every case is attempted; the ones
-    that miss their bars are reported together in one BarError at the end.
+    case id, so CPU and GPU builds of one spec are separate artifacts. backend ``ray``: cases train as Ray
+    tasks (see :mod:`eis.zoo.pool`). Every case is attempted; the ones that miss their bars are reported
+    together in one BarError at the end.
     """
     from eis.zoo.pool import build_specs
 
-    where = resolve_device(device)
-    specs = [dataclasses.replace(spec, device=where) for spec in load_suite(suite)]
-    return build_specs(specs, workers=workers, force=force, on_progress=on_progress)
+    return build_specs(
+        load_suite(suite),
+        workers=workers,
+        force=force,
+        on_progress=on_progress,
+        device=device,
+        backend=backend,
+        address=address,
+    )
 
 
 def list_built() -> list[Case]:

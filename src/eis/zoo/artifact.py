@@ -95,3 +95,29 @@ def load_truth(root: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return json.loads((root / "truth" / "truth.json").read_text()), load_file(
         str(root / "truth" / "truth.safetensors")
     )
+
+
+def pack(root: Path) -> dict[str, bytes]:
+    """An artifact's files as bytes (manifest included), to carry it to another machine."""
+    read_manifest(root)  # never ship a corrupt artifact
+    return {name: (root / name).read_bytes() for name in (*FILES, "manifest.json")}
+
+
+def unpack(case_id: str, files: dict[str, bytes]) -> Path:
+    """Write a packed artifact under this machine's zoo folder (atomically; an intact copy is kept)."""
+    final = zoo_dir() / case_id
+    if final.is_dir():
+        try:
+            read_manifest(final)
+            return final
+        except CorruptArtifact:
+            pass
+    unknown = sorted(set(files) - {*FILES, "manifest.json"})
+    if unknown:
+        raise CorruptArtifact(f"artifact {case_id}: unexpected file {unknown[0]!r} in a packed artifact")
+    with atomic_dir(final, replace=final.exists()) as tmp:
+        (tmp / "truth").mkdir()
+        for name, blob in files.items():
+            (tmp / name).write_bytes(blob)
+        read_manifest(tmp)
+    return final

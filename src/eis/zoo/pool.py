@@ -5,12 +5,14 @@ weights to a one-at-a-time build (tested), and N small models train side by side
 spinning against each other. Workers start from a forkserver (spawn where there is none), so datasets and
 architectures registered at run time must come from an importable module: the workers import the module
 that registered each one (a script's own registrations count, as multiprocessing re-imports the script).
+With ``backend="ray"`` each case is a Ray task and its artifact comes back to this process as bytes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import os
 import queue as queue_mod
 from collections.abc import Callable, Sequence
@@ -18,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from eis.errors import EisError
-from eis.workers import adopt_environment, one_thread, process_context
+from eis.workers import (
+    adopt_environment,
+    check_backend,
+    eis_environment,
+    one_thread,
+    process_context,
+    ray_gpus_per_task,
+    ray_session,
+)
+from eis.zoo import artifact
 from eis.zoo.archs import ARCHS
 from eis.zoo.build import BarError, BarMiss, build_case, cached
 from eis.zoo.case import Case
 from eis.zoo.datasets import DATASETS
-from eis.zoo.spec import CaseSpec
+from eis.zoo.spec import CaseSpec, resolve_device
 
 Progress = Callable[[CaseSpec, float, bool], None]
 
@@ -31,15 +42,43 @@ _QUEUE: Any = None  # the worker's end of the progress queue (set by _init)
 
 
 def build_specs(
-    specs: Sequence[CaseSpec], *, workers: int = 0, force: bool = False, on_progress: Progress | None = None
+    specs: Sequence[CaseSpec],
+    *,
+    workers: int = 0,
+    force: bool = False,
+    on_progress: Progress | None = None,
+    device: str = "auto",
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[Case]:
-    """Build every spec (cache hits cost nothing) and return the cases in the order of ``specs``.
+    """Build every spec on ``device`` (cache hits cost nothing); return the cases in the order of ``specs``.
 
-    workers: 0 = one at a time in this process; N >= 1 = up to N worker processes. ``on_progress(spec,
-    fraction, cached)`` is called in this process as training goes. Every case is attempted; the ones that
-    miss their bars are reported together in one BarError at the end, and nothing is written for them.
+    workers: 0 = one at a time in this process; N >= 1 = up to N worker processes (with ``backend="ray"``:
+    the CPUs of a local Ray cluster, unless ``address`` names an existing one). ``on_progress(spec,
+    fraction, cached)`` is called in this process as training goes (Ray tasks report completion only).
+    Every case is attempted; the ones that miss their bars are reported together in one BarError at the
+    end, and nothing is written for them.
     """
-    report = on_progress or (lambda s, f, c: None)
+    if check_backend(backend) == "ray":
+        with ray_session(address, workers or None) as ray:
+            gpus = ray.cluster_resources().get("GPU", 0) > 0
+            specs = [dataclasses.replace(s, device=resolve_device(device, cuda=gpus)) for s in specs]
+            todo, built = _cached(specs, force, on_progress)
+            misses = _build_on_ray(ray, [specs[i] for i in todo], todo, built, force, on_progress)
+    else:
+        specs = [dataclasses.replace(s, device=resolve_device(device)) for s in specs]
+        todo, built = _cached(specs, force, on_progress)
+        args = ([specs[i] for i in todo], todo, built, force, on_progress or (lambda s, f, c: None))
+        misses = _build_here(*args) if workers <= 0 or len(todo) <= 1 else _build_in_workers(*args, workers)
+    if misses:
+        raise BarError(misses)
+    return [built[i] for i in range(len(specs))]
+
+
+def _cached(
+    specs: Sequence[CaseSpec], force: bool, on_progress: Progress | None
+) -> tuple[list[int], dict[int, Case]]:
+    """The indices of the specs still to build, and the cases already in the cache."""
     built: dict[int, Case] = {}
     todo: list[int] = []
     for i, spec in enumerate(specs):
@@ -48,14 +87,9 @@ def build_specs(
             todo.append(i)
         else:
             built[i] = hit
-            report(spec, 1.0, True)
-    if workers <= 0 or len(todo) <= 1:
-        misses = _build_here([specs[i] for i in todo], todo, built, force, report)
-    else:
-        misses = _build_in_workers([specs[i] for i in todo], todo, built, force, report, workers)
-    if misses:
-        raise BarError(misses)
-    return [built[i] for i in range(len(specs))]
+            if on_progress:
+                on_progress(spec, 1.0, True)
+    return todo, built
 
 
 def _build_here(
@@ -174,3 +208,50 @@ def _build_one(k: int, spec: CaseSpec, force: bool) -> tuple[str | None, list[Ba
     except BarError as exc:  # returned, not raised: BarError does not survive pickling
         return None, exc.misses
     return str(case.root), []
+
+
+def _build_on_ray(
+    ray: Any,
+    specs: Sequence[CaseSpec],
+    index: Sequence[int],
+    built: dict[int, Case],
+    force: bool,
+    on_progress: Progress | None,
+) -> list[BarMiss]:
+    """Each case as a Ray task (one CPU, and a GPU share when it trains on CUDA); the artifact comes back
+    as bytes and is written under this process's EIS_HOME, so the cluster needs no shared file system."""
+    task = ray.remote(_build_remote)
+    gpu_share = ray_gpus_per_task(ray, None)
+    env = eis_environment()
+    refs = {
+        task.options(num_cpus=1, num_gpus=gpu_share if spec.device == "cuda" else 0, max_retries=1).remote(
+            spec, force, env
+        ): k
+        for k, spec in enumerate(specs)
+    }
+    misses: list[BarMiss] = []
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        k = refs[ready[0]]
+        case_id, files, case_misses = ray.get(ready[0])
+        if files is None:
+            misses.extend(case_misses)
+            continue
+        built[index[k]] = Case(artifact.unpack(case_id, files))
+        if on_progress:
+            on_progress(specs[k], 1.0, False)
+    return misses
+
+
+def _build_remote(
+    spec: CaseSpec, force: bool, env: dict[str, str]
+) -> tuple[str, dict[str, bytes] | None, list[BarMiss]]:
+    """A Ray task: build one case where it runs; return its packed artifact, or the bars it missed."""
+    adopt_environment(env, prefix="EIS_")
+    one_thread()
+    try:
+        case, _ = build_case(spec, force=force)
+    except BarError as exc:
+        return spec.case_id, None, exc.misses
+    return case.id, artifact.pack(case.root), []

@@ -22,8 +22,11 @@ TRAIN_FIELDS = ("epochs", "batch_size", "lr")
 DEVICES = ("cpu", "cuda")
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, cuda: bool | None = None) -> str:
     """``auto`` -> ``cuda`` where CUDA is available, else ``cpu``; ``cuda`` without CUDA is an error.
+
+    ``cuda`` says whether CUDA is available where the models train (default: in this process; a Ray
+    cluster's driver asks the cluster).
 
     Weights are bit-identical for one spec on one device type (CPU builds on any machine; CUDA builds on
     the same GPU model and software); CPU and CUDA builds of a spec may differ, so the device is part of
@@ -31,11 +34,13 @@ def resolve_device(device: str) -> str:
     """
     import torch
 
+    if cuda is None:
+        cuda = torch.cuda.is_available()
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if cuda else "cpu"
     if device not in DEVICES:
         raise EisError(f"unknown device {device!r}; valid: auto, {', '.join(DEVICES)}")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not cuda:
         raise EisError("device 'cuda' was asked for but CUDA is not available here; valid here: auto, cpu")
     return device
 
