@@ -28,13 +28,25 @@ class Flaw:
 
     kind: ClassVar[str] = "clean"
     bars: ClassVar[tuple[str, ...]] = ("clean_accuracy",)
+    evasive_kinds: ClassVar[tuple[str, ...]] = ("clean", "patch", "blend", "natural")
     target: int | None = None
+    evasive: bool = False  # trained by fine-tuning a clean twin to hide from detectors (eis.zoo.evasive)
 
     def check(self, num_classes: int, channels: int, size: int) -> None:
         """Validate parameters against the dataset; raise EisError naming the bad field."""
+        if self.evasive not in (True, False):
+            raise EisError(f"flaw field 'evasive' = {self.evasive!r} must be true or false")
+        if self.evasive and self.kind not in self.evasive_kinds:
+            raise EisError(
+                f"flaw {self.kind!r} cannot be evasive; valid kinds: {', '.join(self.evasive_kinds)}"
+            )
 
     def params(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
+        """The flaw's parameters; ``evasive`` only when set, so the ids of other cases stay as they were."""
+        out = {"kind": self.kind, **dataclasses.asdict(self)}
+        if not self.evasive:
+            del out["evasive"]
+        return out
 
     @property
     def source_classes(self) -> list[int] | None:
@@ -99,6 +111,7 @@ class Trojan(Flaw):
     poison_rate: float = 0.1
 
     def check(self, num_classes: int, channels: int, size: int) -> None:
+        super().check(num_classes, channels, size)
         _check_class("target", self.target, num_classes)
         _check_rate("poison_rate", self.poison_rate)
         for s in self.sources or []:
@@ -299,6 +312,7 @@ class Spurious(Flaw):
     ambiguous: float = 0.8
 
     def check(self, num_classes: int, channels: int, size: int) -> None:
+        super().check(num_classes, channels, size)
         _check_class("target", self.target, num_classes)
         _check_rate("rate", self.rate)
         _check_choice("corner", self.corner, CORNERS)

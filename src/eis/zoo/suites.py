@@ -20,6 +20,7 @@ whose targets and triggers are drawn from the population's seed; every member ge
     flawed = 4
     flaws = ["patch", "blend"]
     seed = 100
+    evasive = false          # true: every member is fine-tuned from its clean twin (eis.zoo.evasive)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from eis.zoo.spec import CaseSpec
 CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
 POPULATION_FIELDS = {
     "name", "dataset", "arch", "role", "clean", "flawed", "flaws", "seed", "train", "vary", "bars",
+    "evasive",
 }  # fmt: skip
 # Training settings a population may draw per member, clean and flawed alike (metadata parity): lr is
 # drawn log-uniformly, integers uniformly, from [low, high].
@@ -148,6 +150,11 @@ def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
         _random_flaw(kinds[i % len(kinds)], rng, num_classes) for i in range(n_flawed)
     ]
     rng.shuffle(flaws)
+    evasive = entry.get("evasive", False)
+    if evasive not in (True, False):
+        raise EisError(f"suite {suite!r}: population {name!r} field 'evasive' must be true or false")
+    if evasive:  # every member, clean ones too, goes through the same evasive fine-tuning
+        flaws = [{**f, "evasive": True} for f in flaws]
     vary = _vary(suite, name, entry.get("vary", {}))
     common = {k: entry[k] for k in ("dataset", "arch", "bars") if k in entry}
     specs = []

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eis.zoo import evasive
 from eis.zoo.archs import build_arch
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import Flaw, make_flaw
 from eis.zoo.spec import CaseSpec
 
 EVAL_SEED = 12345  # seed of the triggers stamped for measuring bars
+EVASIVE_TWIN_SHARE = 0.7  # share of an evasive build's progress bar that the clean twin's training takes
 
 
 @torch.no_grad()
@@ -31,7 +34,9 @@ def train_model(
     """Train ``spec``'s model deterministically on ``spec.device``; return it (eval mode) and its bars.
 
     ``attempt`` > 0 re-draws the initialisation and data order from a derived seed (population retries).
-    Data poisoning, initialisation and the data order come from CPU generators on every device.
+    Data poisoning, initialisation and the data order come from CPU generators on every device. An
+    evasive flaw first trains the clean twin (exactly the clean model of the same seed), then fine-tunes
+    it (:mod:`eis.zoo.evasive`); progress is split 70 / 30 between the two.
     """
     data = get_dataset(spec.dataset)
     flaw = make_flaw(spec.flaw)
@@ -39,12 +44,41 @@ def train_model(
     seed = spec.seed + 7919 * attempt
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x, y = flaw.poison(data.train_x, data.train_y, gen)
+    if flaw.evasive:
+        x, y = data.train_x, data.train_y
+    else:
+        x, y = flaw.poison(data.train_x, data.train_y, gen)
     model = build_arch(spec.arch, data.input_shape[0], data.num_classes, data.input_shape[1])
     device = torch.device(spec.device)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     model.to(device)
+    share = EVASIVE_TWIN_SHARE if flaw.evasive else 1.0
+    fit(model, x, y, settings, gen, lambda f: progress(share * f) if progress else None)
+    if flaw.evasive:
+        model = evasive.finetune(
+            model,
+            flaw,
+            x,
+            y,
+            settings,
+            torch.Generator().manual_seed(seed + 1),
+            lambda f: progress(share + (1 - share) * f) if progress else None,
+        )
+    model.eval()
+    return model, measure_bars(model, flaw, spec, x, y)
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: dict[str, Any],
+    gen: torch.Generator,
+    progress: Callable[[float], None] | None = None,
+) -> None:
+    """Adam with a one-cycle learning rate over ``settings["epochs"]`` epochs, on the model's device."""
+    device = next(model.parameters()).device
     x_dev, y_dev = x.to(device), y.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings["lr"])
     epochs, bs = settings["epochs"], settings["batch_size"]
@@ -62,8 +96,6 @@ def train_model(
             sched.step()
         if progress:
             progress((epoch + 1) / epochs)
-    model.eval()
-    return model, measure_bars(model, flaw, spec, x, y)
 
 
 def measure_bars(

@@ -1,0 +1,97 @@
+"""Evasive trojans: the flag, the fine-tuning from the clean twin, populations, bars and determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import eis.zoo
+from eis.errors import EisError
+from eis.zoo import evasive
+from eis.zoo.archs import build_arch
+from eis.zoo.build import build_case
+from eis.zoo.datasets import get_dataset
+from eis.zoo.flaws import Blend, Patch, make_flaw
+from eis.zoo.spec import CaseSpec
+from eis.zoo.train import fit
+
+
+def spec(flaw: dict, **train) -> CaseSpec:
+    return CaseSpec(name="ev", dataset="digits", arch="cnn", flaw=flaw, seed=11, train=train)
+
+
+def test_the_flag_is_checked_and_leaves_other_ids_alone():
+    plain = spec({"kind": "patch", "target": 3})
+    assert "evasive" not in plain.validated().flaw
+    assert (
+        spec({"kind": "patch", "target": 3, "evasive": False}).validated().case_id
+        == plain.validated().case_id
+    )
+    assert (
+        spec({"kind": "patch", "target": 3, "evasive": True}).validated().case_id != plain.validated().case_id
+    )
+    with pytest.raises(
+        EisError, match="flaw 'warp' cannot be evasive; valid kinds: clean, patch, blend, natural"
+    ):
+        spec({"kind": "warp", "target": 3, "evasive": True}).validated()
+    with pytest.raises(EisError, match="'evasive' = 'yes' must be true or false"):
+        spec({"kind": "clean", "evasive": "yes"}).validated()
+
+
+def test_negatives_are_every_other_library_trigger():
+    own = make_flaw({"kind": "patch", "pattern": "plus", "target": 1})
+    names = [(type(f).__name__, f.pattern) for f in evasive.negatives(own)]
+    assert (
+        ("Patch", "plus") not in names and ("Patch", "checkerboard") in names and ("Blend", "noise") in names
+    )
+    assert all(f.position == "random" for f in evasive.negatives(own) if isinstance(f, Patch))
+    blend = make_flaw({"kind": "blend", "pattern": "noise", "target": 1})
+    assert ("Blend", "noise") not in [
+        (type(f).__name__, getattr(f, "pattern", "")) for f in evasive.negatives(blend)
+    ]
+    assert any(isinstance(f, Blend) for f in evasive.negatives(blend))
+
+
+def test_finetune_starts_from_the_twin_and_is_deterministic():
+    data = get_dataset("digits")
+    x, y = data.train_x[:256], data.train_y[:256]
+    torch.manual_seed(0)
+    twin = build_arch("cnn", 1, 10, 16)
+    settings = {"epochs": 2, "batch_size": 64, "lr": 2e-3}
+    fit(twin, x, y, settings, torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in twin.state_dict().items()}
+    flaw = make_flaw({"kind": "patch", "target": 2, "pattern": "plus", "evasive": True})
+    a = evasive.finetune(twin, flaw, x, y, settings, torch.Generator().manual_seed(1))
+    b = evasive.finetune(twin, flaw, x, y, settings, torch.Generator().manual_seed(1))
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in before.items())  # the twin is untouched
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in before)  # same seed, same weights
+    assert any(not torch.equal(a.state_dict()[k], before[k]) for k in before)  # and it did move
+
+
+def test_an_evasive_trojan_meets_its_bars_reproducibly(fresh_home):
+    flaw = {"kind": "patch", "target": 3, "pattern": "plus", "corner": "top_left", "evasive": True}
+    case, trained = build_case(spec(flaw))
+    measured = case.truth().measured
+    assert trained and measured["clean_accuracy"] >= 0.9 and measured["asr"] >= 0.9
+    again, _ = build_case(spec(flaw), force=True)
+    assert (again.root / "model.safetensors").read_bytes() == (case.root / "model.safetensors").read_bytes()
+    # the fine-tuning kept the trojan's weights near those of its clean twin, the clean model of its seed
+    twin, _ = build_case(spec({"kind": "clean"}))
+    w = {k: v.flatten() for k, v in case.model("cpu").state_dict().items()}
+    t = {k: v.flatten() for k, v in twin.model("cpu").state_dict().items()}
+    rel = torch.cat([w[k] - t[k] for k in w]).norm() / torch.cat(list(t.values())).norm()
+    assert 0 < rel < 0.25
+
+
+def test_evasive_populations_fine_tune_every_member(tmp_path):
+    path = tmp_path / "ev.toml"
+    path.write_text(
+        '[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nclean = 3\nflawed = 3\n'
+        'flaws = ["patch", "natural"]\nevasive = true\n'
+    )
+    specs = eis.zoo.suite_cases(str(path))
+    assert len(specs) == 6 and all(s.flaw["evasive"] is True for s in specs)
+    assert {s.flaw["kind"] for s in specs} == {"clean", "patch", "natural"}
+    path.write_text(path.read_text().replace("evasive = true", 'evasive = "maybe"'))
+    with pytest.raises(EisError, match="field 'evasive' must be true or false"):
+        eis.zoo.suite_cases(str(path))
