@@ -142,3 +142,14 @@ def test_cli_console_is_wide_when_not_a_terminal(monkeypatch):
 
     monkeypatch.delenv("COLUMNS", raising=False)
     assert common._console().width == common.LOG_WIDTH
+
+
+def test_cli_build_in_workers_reports_plain_progress(tmp_path, monkeypatch):
+    suite = tmp_path / "par.toml"
+    suite.write_text(SUITE)
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["zoo", "build", str(suite), "--workers", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(f"zoo {suite}")]
+    assert lines[0].startswith(f"zoo {suite}: 0/3") and lines[-1].startswith(f"zoo {suite}: 3/3")
+    assert "built 3 cases" in result.output

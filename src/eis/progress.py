@@ -40,6 +40,7 @@ class LineProgress:
         self.every_s = every_s
         self.tasks: dict[int, dict[str, Any]] = {}
         self.main: int | None = None
+        self.next_id = 0
         self.started = time.monotonic()
         self.last_line = float("-inf")
 
@@ -51,7 +52,8 @@ class LineProgress:
             self._line()
 
     def add_task(self, description: str, total: float | None = 100, **fields: Any) -> int:
-        task = len(self.tasks)
+        task = self.next_id
+        self.next_id += 1
         self.tasks[task] = {"description": description, "total": total or 0, "completed": 0, **fields}
         if self.main is None:
             self.main = task
@@ -62,7 +64,9 @@ class LineProgress:
     def update(
         self, task: int, *, completed: float | None = None, advance: float | None = None, **fields: Any
     ) -> None:
-        t = self.tasks[task]
+        t = self.tasks.get(task)
+        if t is None:  # removed (as rich's Progress, updating a removed task is an error of the caller's)
+            raise KeyError(task)
         before = t["completed"]
         if completed is not None:
             t["completed"] = completed

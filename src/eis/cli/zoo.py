@@ -45,15 +45,15 @@ def build_with_progress(
         state = {"done": 0}
 
         def on_progress(spec: CaseSpec, fraction: float, hit: bool) -> None:
-            if spec.name not in current:
-                current[spec.name] = progress.add_task(
-                    f"  {spec.name}" + (" (cached)" if hit else ""), total=100
-                )
-            progress.update(current[spec.name], completed=int(fraction * 100))
-            if fraction >= 1.0:
-                progress.remove_task(current[spec.name])
+            if fraction >= 1.0:  # built or cached: reported once per case
+                if spec.name in current:
+                    progress.remove_task(current.pop(spec.name))
                 state["done"] += 1
                 progress.update(overall, completed=state["done"])
+                return
+            if spec.name not in current:
+                current[spec.name] = progress.add_task(f"  {spec.name}", total=100)
+            progress.update(current[spec.name], completed=int(fraction * 100))
 
         return eis.zoo.build_suite(
             suite,

@@ -101,8 +101,11 @@ def _build_here(
     threads = one_thread()
     try:
         for i, spec in zip(index, specs, strict=True):
-            try:
-                built[i], _ = build_case(spec, force=force, progress=lambda f, s=spec: report(s, f, False))
+            try:  # completion is reported once, when the artifact is written (as from the workers)
+                built[i], _ = build_case(
+                    spec, force=force, progress=lambda f, s=spec: report(s, f, False) if f < 1.0 else None
+                )
+                report(spec, 1.0, False)
             except BarError as exc:
                 misses.extend(exc.misses)
     finally:
@@ -132,18 +135,20 @@ def _build_in_workers(
     try:
         futures = {pool.submit(_build_one, k, spec, force): k for k, spec in enumerate(specs)}
         pending = set(futures)
+        finished_specs: set[int] = set()
         while pending:
             done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-            _drain(progress, specs, report)
+            _drain(progress, specs, report, finished_specs)
             for fut in done:
                 k = futures[fut]
+                finished_specs.add(k)
                 root, case_misses = fut.result()
                 if root is None:
                     misses.extend(case_misses)
                 else:
                     built[index[k]] = Case(Path(root))
                     report(specs[k], 1.0, False)
-        _drain(progress, specs, report)
+        _drain(progress, specs, report, finished_specs)
         finished = True
     except cf.process.BrokenProcessPool:
         raise EisError("a zoo build worker process died (out of memory?); rerun with --workers 0") from None
@@ -156,13 +161,15 @@ def _build_in_workers(
     return misses
 
 
-def _drain(progress: Any, specs: Sequence[CaseSpec], report: Progress) -> None:
+def _drain(progress: Any, specs: Sequence[CaseSpec], report: Progress, finished: set[int]) -> None:
+    """Pass the workers' epoch messages on; completion is reported once the artifact is back in this
+    process, and a message that arrives after it (the queue lags behind the result) is dropped."""
     while True:
         try:
             k, fraction = progress.get_nowait()
         except (queue_mod.Empty, OSError, ValueError):
             return
-        if fraction < 1.0:  # completion is reported once the artifact is back in this process
+        if fraction < 1.0 and k not in finished:
             report(specs[k], fraction, False)
 
 
