@@ -114,7 +114,8 @@ def test_line_progress_prints_periodic_plain_lines():
     with progress:
         task = progress.add_task("bench", total=4, failed=0, current="")
         sub = progress.add_task("  a sub-task", total=100)
-        progress.update(sub, completed=50)  # only the first task is reported
+        progress.update(sub, completed=50)  # reported within the first task's line
+        progress.remove_task(sub)
         progress.update(task, advance=1, current="localize · saliency · case-a")
         progress.update(task, advance=1, failed=1)
         progress.update(task, advance=2)
@@ -123,7 +124,8 @@ def test_line_progress_prints_periodic_plain_lines():
     assert "bench: 1/4" in lines[1] and "ETA" in lines[1] and "now: localize · saliency · case-a" in lines[1]
     assert "2/4, 1 failed" in lines[2]
     assert lines[-1].startswith("bench: 4/4, 1 failed") and "ETA" not in lines[-1]
-    assert not any("sub-task" in line for line in lines)
+    assert lines[1].endswith("in progress: a sub-task 50%")
+    assert not any("sub-task" in line for line in lines[3:])  # removed
 
 
 def test_line_progress_is_quiet_between_intervals():

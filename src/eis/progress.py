@@ -32,7 +32,8 @@ def _clock(seconds: float) -> str:
 class LineProgress:
     """The subset of ``rich.progress.Progress`` eis uses, reported as plain lines for its first task.
 
-    Fields named ``failed`` and ``current`` (as in the bench bar) are shown in the line when present.
+    Fields named ``failed`` and ``current`` (as in the bench bar) are shown in the line when present, and
+    so are the other tasks in flight (e.g. the cases a zoo build is training), with their percentage.
     """
 
     def __init__(self, console: Console, every_s: float = LINE_EVERY_S) -> None:
@@ -73,9 +74,7 @@ class LineProgress:
         if advance is not None:
             t["completed"] += advance
         t.update(fields)
-        if task != self.main:
-            return
-        finished = t["completed"] >= t["total"] > before
+        finished = task == self.main and t["completed"] >= t["total"] > before
         if finished or time.monotonic() - self.last_line >= self.every_s:
             self._line()
 
@@ -95,5 +94,12 @@ class LineProgress:
         line = ", ".join(parts)
         if t.get("current") and done < total:
             line += f" - now: {t['current']}"
+        others = [
+            f"{o['description'].strip()} {100 * o['completed'] / o['total']:.0f}%"
+            for k, o in self.tasks.items()
+            if k != self.main and o["total"]
+        ]
+        if others and done < total:
+            line += f" - in progress: {', '.join(others)}"
         self.console.print(line, highlight=False, markup=False, soft_wrap=True)
         self.last_line = time.monotonic()
