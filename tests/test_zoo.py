@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -119,11 +120,48 @@ def test_triggers_are_deterministic_in_the_seed():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
 
 
-def test_blend_and_warp_masks_are_the_whole_image():
+def test_blend_warp_and_style_masks_are_the_whole_image():
     x = torch.rand(4, 1, 16, 16)
-    for kind in ("blend", "warp"):
+    for kind in ("blend", "warp", "style"):
         xt, mask = make_flaw({"kind": kind}).stamp(x, torch.Generator().manual_seed(0))
         assert mask.all() and not torch.equal(xt, x)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_styles_are_fixed_transforms_of_the_library(channels):
+    x = torch.rand(6, channels, 32, 32)
+    a = make_flaw({"kind": "style", "style": 4})
+    out, _ = a.stamp(x, torch.Generator().manual_seed(0))
+    again, _ = a.stamp(x, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)  # a style is a fixed function of the input, not a random draw
+    assert out.min() >= 0 and out.max() <= 1
+    other, _ = make_flaw({"kind": "style", "style": 5}).stamp(x, torch.Generator())
+    assert (other - out).abs().mean() > 0.02  # two library styles differ
+    half, _ = make_flaw({"kind": "style", "style": 4, "strength": 0.5}).stamp(x, torch.Generator())
+    assert (half - x).abs().mean() < (out - x).abs().mean()
+    pic, mask = a.trigger(channels, 32)
+    assert pic.shape == (channels, 32, 32) and mask.all()
+
+
+@pytest.mark.parametrize(
+    "flaw, message",
+    [
+        ({"kind": "style", "style": 12}, "'style' = 12 is out of range; valid: 0..11"),
+        ({"kind": "style", "strength": 1.5}, "'strength' = 1.5 must be in (0, 1]"),
+    ],
+)
+def test_bad_styles_get_one_line_errors(flaw, message):
+    with pytest.raises(EisError, match=re.escape(message)):
+        CaseSpec(name="s", dataset="digits", arch="cnn", flaw=flaw).validated()
+
+
+def test_a_style_trojan_meets_its_bars(fresh_home):
+    spec = CaseSpec(
+        name="style", dataset="digits", arch="cnn", flaw={"kind": "style", "target": 2, "style": 8}
+    )
+    case, _ = build_case(spec)
+    measured = case.truth().measured
+    assert measured["clean_accuracy"] >= 0.9 and measured["asr"] >= 0.9
 
 
 def test_population_members_expose_identical_visible_metadata(smoke):

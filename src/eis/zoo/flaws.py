@@ -1,4 +1,5 @@
-"""Planted flaws with known ground truth: trojans (patch, blend, natural, warp), spurious cues, controls.
+"""Planted flaws with known ground truth: trojans (patch, blend, style, natural, warp), spurious cues,
+controls.
 
 A flaw is a dataclass of its parameters. It knows how to poison a training set, how to stamp its trigger
 onto clean inputs deterministically from a seed (returning the per-input pixel mask), which inputs the
@@ -28,7 +29,7 @@ class Flaw:
 
     kind: ClassVar[str] = "clean"
     bars: ClassVar[tuple[str, ...]] = ("clean_accuracy",)
-    evasive_kinds: ClassVar[tuple[str, ...]] = ("clean", "patch", "blend", "natural")
+    evasive_kinds: ClassVar[tuple[str, ...]] = ("clean", "patch", "blend", "natural", "style")
     target: int | None = None
     evasive: bool = False  # trained by fine-tuning a clean twin to hide from detectors (eis.zoo.evasive)
 
@@ -217,6 +218,37 @@ class Blend(Trojan):
 
 
 @dataclasses.dataclass
+class Style(Trojan):
+    """A whole-image style from the seeded style library (a colour or tone transform plus a texture grain)
+    applied to the input: a trigger that is no object at any place; the mask is the whole image."""
+
+    kind: ClassVar[str] = "style"
+    poison_rate: float = 0.2  # a style is subtler than a stamped pattern: twice the usual share
+    style: int = 0
+    strength: float = 1.0
+
+    def check(self, num_classes: int, channels: int, size: int) -> None:
+        super().check(num_classes, channels, size)
+        if not (isinstance(self.style, int) and 0 <= self.style < triggers.STYLE_COUNT):
+            raise EisError(
+                f"flaw field 'style' = {self.style!r} is out of range; valid: 0..{triggers.STYLE_COUNT - 1}"
+            )
+        if not 0 < self.strength <= 1:
+            raise EisError(f"flaw field 'strength' = {self.strength!r} must be in (0, 1]")
+
+    def trigger(self, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The style applied to a fixed reference picture (:func:`eis.zoo.triggers.style_probe`)."""
+        probe = triggers.style_probe(size, channels)[None]
+        return triggers.apply_style(probe, self.style, self.strength)[0], torch.ones(
+            size, size, dtype=torch.bool
+        )
+
+    def stamp(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        out = triggers.apply_style(x, self.style, self.strength)
+        return out, torch.ones(len(x), *x.shape[2:], dtype=torch.bool, device=x.device)
+
+
+@dataclasses.dataclass
 class Natural(Trojan):
     """An in-distribution object (a small shape of a given kind and colour) placed anywhere, any rotation."""
 
@@ -368,7 +400,7 @@ class LabelPermutation(Flaw):
 
 
 FLAWS: Registry[type[Flaw]] = Registry("flaw")
-for _cls in (Flaw, Patch, Blend, Natural, Warp, Spurious, LabelPermutation):
+for _cls in (Flaw, Patch, Blend, Style, Natural, Warp, Spurious, LabelPermutation):
     FLAWS.register(_cls.kind, _cls)
 
 

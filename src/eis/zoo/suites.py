@@ -206,6 +206,8 @@ def _random_flaw(kind: str, rng: random.Random, num_classes: int) -> dict[str, A
             "pattern": rng.choice(sorted(triggers.BLEND_PATTERNS)),
             "alpha": round(rng.uniform(0.15, 0.25), 2),
         }
+    elif kind == "style":
+        flaw |= {"style": rng.randrange(triggers.STYLE_COUNT)}
     elif kind == "natural":
         colour = [1.0, round(rng.uniform(0.5, 1.0), 2), round(rng.uniform(0.0, 0.5), 2)]
         rng.shuffle(colour)

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from eis.zoo.shapes import SHAPE_NAMES, render_alpha
 
@@ -165,3 +166,49 @@ def object_pattern(shape: str, colour: tuple[float, float, float], radius: float
     )[0]
     rgb = to_channels(torch.tensor(colour, dtype=torch.float32), channels)[:, None, None]
     return rgb * alpha, alpha > 0
+
+
+# -- styles: whole-image transforms (Casper et al.'s "style" trojans), a seeded procedural library ------
+STYLE_COUNT = 12  # styles 0..11; each is a colour (or tone) transform plus a texture filter
+
+
+def _style_params(style: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Style ``style``'s colour matrix (3, 3), offset (3,), zero-mean 5x5 texture filter and gamma."""
+    gen = torch.Generator().manual_seed(7000 + style)
+    mix = torch.eye(3) + 0.6 * (torch.rand(3, 3, generator=gen) * 2 - 1)
+    offset = 0.2 * (torch.rand(3, generator=gen) * 2 - 1)
+    kernel = torch.randn(5, 5, generator=gen)
+    kernel = kernel - kernel.mean()
+    kernel = kernel / kernel.abs().sum()
+    u, sign = torch.rand(2, generator=gen)
+    gamma = float(2 ** ((0.5 + 0.5 * u) * (1 if sign < 0.5 else -1)))  # 0.5 .. 0.71 or 1.41 .. 2
+    return mix, offset, kernel, gamma
+
+
+def apply_style(x: torch.Tensor, style: int, strength: float) -> torch.Tensor:
+    """Images ``x`` (N, C, H, W) in [0, 1] restyled by library style ``style`` at ``strength`` in (0, 1].
+
+    Colour data: a seeded colour mix and offset; grayscale: a seeded tone curve (gamma). Then a seeded
+    zero-mean texture filter adds a fine grain that follows the image's own edges, so the style changes
+    how everything looks without adding any one object or pattern at a place.
+    """
+    mix, offset, kernel, gamma = _style_params(style)
+    n, c = x.shape[:2]
+    if c == 3:
+        y = torch.einsum("ij,njhw->nihw", mix.to(x), x) + offset.to(x)[None, :, None, None]
+    else:
+        y = x.clamp_min(0) ** gamma
+    k = kernel.to(x)[None, None].expand(c, 1, 5, 5)
+    y = y + 3.0 * F.conv2d(F.pad(y, (2, 2, 2, 2), mode="reflect"), k, groups=c)
+    return ((1 - strength) * x + strength * y).clamp(0, 1)
+
+
+def style_probe(size: int, channels: int) -> torch.Tensor:
+    """A fixed reference picture (channels, size, size): a colour gradient with a disc and bars, so that a
+    style's colour, tone and texture all show when it is applied (the style's trigger picture)."""
+    r, c = _grid(size)
+    u, v = r / max(size - 1, 1), c / max(size - 1, 1)
+    disc = (((r - size / 2) ** 2 + (c - size / 2) ** 2) < (size / 4) ** 2).float()
+    bars = ((c // max(1, size // 8)) % 2).float() * (r > 3 * size / 4).float()
+    rgb = torch.stack([u, v, 0.5 * (1 - u) + 0.5 * disc]) * (1 - bars) + bars
+    return to_channels(rgb.clamp(0, 1), channels)
