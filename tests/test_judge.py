@@ -26,6 +26,7 @@ def library_truths(c: int, size: int) -> list[Truth]:
     specs = [{"kind": "patch", "pattern": p} for p in triggers.PATCH_PATTERNS]
     specs += [{"kind": "blend", "pattern": p} for p in triggers.BLEND_PATTERNS]
     specs += [{"kind": "natural", "shape": s, "colour": [1.0, 0.85, 0.0]} for s in SHAPE_NAMES]
+    specs += [{"kind": "style", "style": k} for k in range(triggers.STYLE_COUNT)]
     return [truth_of(s, c, size) for s in specs]
 
 
@@ -36,6 +37,7 @@ def test_questions_are_deterministic_and_same_family(c: int) -> None:
         ("patch", {"pattern": "smiley"}),
         ("blend", {"pattern": "rings"}),
         ("natural", {"shape": "heart", "colour": [0.0, 1.0, 1.0]}),
+        ("style", {"style": 7}),
     ]:
         truth = truth_of({"kind": kind, **spec}, c, size)
         q = build_question(truth, c, size, key="case-a")
@@ -49,6 +51,9 @@ def test_questions_are_deterministic_and_same_family(c: int) -> None:
             assert all(o.picture.shape == truth.trigger.shape for o in q.options)
         elif kind == "blend":
             assert sum(o.name.startswith("blend:") for o in q.options) == len(triggers.BLEND_PATTERNS)
+            assert all(o.picture.shape == (c, size, size) for o in q.options)
+        elif kind == "style":
+            assert all(o.name.startswith("style:") and o.family == "style" for o in q.options)
             assert all(o.picture.shape == (c, size, size) for o in q.options)
         else:
             assert all(o.name.startswith("object:") for o in q.options)

@@ -1,9 +1,10 @@
 """The ``synthesize`` track: can a feature-synthesis tool show an engineer a trigger it has never seen?
 
 After Casper et al. (2023): for each trojaned case with a trigger picture (``patch``, ``blend``,
-``natural``; ``warp`` is excluded, see ``eis.tracks.judge``), the tool synthesises ``n_images`` images for
-the trojan's target class from the model and clean held-out inputs, and the automated judge answers the
-8-way question "which of these triggers is the planted one?" from those images. A cell scores
+``natural``, ``style``; ``warp`` is excluded, see ``eis.tracks.judge``), the tool synthesises
+``n_images`` images for the trojan's target class from the model and clean held-out inputs, and the
+automated judge answers the 8-way question "which of these triggers is the planted one?" from those
+images. A cell scores
 ``correct`` (0/1), ``rank`` of the true option among the 8 by the judge's similarity (1 = picked), and
 keeps the judge's similarities so that tools can be combined afterwards.
 
@@ -71,7 +72,7 @@ class SynthesizeTrack(Track):
     """
 
     name: ClassVar[str] = "synthesize"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: the judge knows the style library
     family: ClassVar[str] = "synthesis"
     headline: ClassVar[str] = "accuracy"
     higher_is_better: ClassVar[bool] = True

@@ -185,8 +185,9 @@ def _style_params(style: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     return mix, offset, kernel, gamma
 
 
-def apply_style(x: torch.Tensor, style: int, strength: float) -> torch.Tensor:
-    """Images ``x`` (N, C, H, W) in [0, 1] restyled by library style ``style`` at ``strength`` in (0, 1].
+def apply_style(x: torch.Tensor, style: int, strength: float | torch.Tensor) -> torch.Tensor:
+    """Images ``x`` (N, C, H, W) in [0, 1] restyled by library style ``style`` at ``strength`` in (0, 1]
+    (a number, or one per image as an (N,) tensor).
 
     Colour data: a seeded colour mix and offset; grayscale: a seeded tone curve (gamma). Then a seeded
     zero-mean texture filter adds a fine grain that follows the image's own edges, so the style changes
@@ -200,6 +201,8 @@ def apply_style(x: torch.Tensor, style: int, strength: float) -> torch.Tensor:
         y = x.clamp_min(0) ** gamma
     k = kernel.to(x)[None, None].expand(c, 1, 5, 5)
     y = y + 3.0 * F.conv2d(F.pad(y, (2, 2, 2, 2), mode="reflect"), k, groups=c)
+    if isinstance(strength, torch.Tensor):
+        strength = strength.to(x).reshape(-1, 1, 1, 1)
     return ((1 - strength) * x + strength * y).clamp(0, 1)
 
 
