@@ -305,7 +305,9 @@ def test_population_vary_draws_settings_independently_of_the_flaw(tmp_path):
     assert [s.train for s in specs] == [s.train for s in again]
 
 
-@pytest.mark.parametrize("suite", ["standard", "detect", "detect-resnet", "detect-shapes", "detect-evasive"])
+@pytest.mark.parametrize(
+    "suite", ["standard", "detect", "detect-resnet", "detect-shapes", "detect-evasive", "synthesize"]
+)
 def test_builtin_suites_expand_with_population_parity(suite):
     """Every built-in suite parses; clean and flawed population members share one spread of epochs."""
     specs = eis.zoo.suite_cases(suite)
