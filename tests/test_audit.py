@@ -303,3 +303,20 @@ def test_audit_page_in_headless_chromium(user, troj_audit):
             browser.close()
     assert errors == []
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+def test_learned_detectors_apply_only_to_a_zoo_architecture_with_a_fitted_state(fresh_home):
+    import eis
+    from eis.zoo.archs import build_arch
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 16, 16), torch.arange(8) % 10
+    zoo_like = build_arch("cnn", 1, 10, 16).eval()
+    report = eis.audit(zoo_like, x, y, detectors=["mntd", "weight_stats"], synthesis=None, progress=False)
+    for d in report.detectors:
+        assert d.status == "not applicable" and "matches the zoo's 'cnn' architecture" in d.reason, d.reason
+        assert "no fitted" in d.reason
+    other = example_module().make().eval()
+    report = eis.audit(other, torch.rand(8, 1, 12, 12), y, detectors=["mntd"], synthesis=None, progress=False)
+    assert "match none of them" in report.detectors[0].reason
+    assert report.verdict == "no evidence" and report.trusted_detector is None

@@ -85,6 +85,8 @@ def audit(
     k = check_compatible(model, x, y)
     overrides = settings or {}
     names = list(detectors) if detectors is not None else list_tools("detection")
+    if inputs is not None and "strip" not in names:
+        raise EisError("screening inputs needs the input-level detector 'strip' among the detectors")
     results: list[DetectorResult] = []
     strip: DetectionTool | None = None
     try:
@@ -102,7 +104,11 @@ def audit(
                 if bar:
                     bar.advance(task)
             trusted, verdict, target = decide(results)
-            screened = _screen(strip, model, inputs, input_names, x, batch_size) if inputs is not None else []
+            screened = (
+                _screen(strip, model, inputs, input_names, x, batch_size)
+                if strip and inputs is not None
+                else []
+            )
             if strip is not None and inputs is not None:
                 sd = next(d for d in results if d.name == "strip")
                 if sd.status == "ok":
@@ -117,6 +123,12 @@ def audit(
     finally:
         model.train(was_training)
     notes = [f"{d.name}: {d.reason}" for d in results if d.status in ("refused", "failed")]
+    notes += [
+        f"{d.name} ran with settings {d.details['settings_differ']} that differ from those its track record "
+        "was measured with"
+        for d in results
+        if d.details.get("settings_differ")
+    ]
     return AuditReport(
         verdict=verdict,
         suspected_target=target,
@@ -176,7 +188,12 @@ def _run_detector(
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
         )
         return res
-    res.details = det.details
+    res.details = dict(det.details)
+    calibrated = entry.get("settings")
+    if isinstance(calibrated, dict):
+        differ = {k: v for k, v in tool.settings().items() if k in calibrated and calibrated[k] != v}
+        if differ:
+            res.details["settings_differ"] = differ
     res.target = det.target
     res.mask, res.pattern = det.mask, det.pattern
     if tool.model_level and math.isfinite(det.score):
@@ -246,7 +263,7 @@ def _signature(model: nn.Module | None) -> tuple[tuple[str, tuple[int, ...]], ..
 
 
 def _screen(
-    strip: DetectionTool | None,
+    strip: DetectionTool,
     model: nn.Module,
     inputs: torch.Tensor,
     names: Sequence[str] | None,
@@ -257,8 +274,6 @@ def _screen(
     dev = _device(model)
     xs = inputs.to(dev, torch.float32)
     preds = torch.cat([model(xs[i : i + batch_size]).argmax(1) for i in range(0, xs.shape[0], batch_size)])
-    if strip is None:
-        raise EisError("screening inputs needs the input-level detector 'strip' among the detectors")
     scores = strip.input_scores(model, xs, clean_x).float().cpu()
     order = torch.argsort(scores, descending=True, stable=True).tolist()
     return [
