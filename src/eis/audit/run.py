@@ -9,8 +9,8 @@ this model's names and shapes (and the same input shape and class count), else t
 
 Verdict rule (``VERDICT_RULE``): follow the single detector with the best track record, not a vote. Among
 the model-level detectors that ran, take the one whose calibration entry has the highest Youden index
-J = TPR - FPR at its threshold (ties: lower FPR, then more models); if its J > 0 the verdict is that
-detector's flag, and the suspected target is the target it names. A vote of all detectors would let the
+J = TPR - FPR at its threshold (ties: lower FPR, then more models, then a tool over a control); if its
+J > 0 the verdict is that detector's flag, and the suspected target is the target it names. A vote of all detectors would let the
 random control and weaker detectors add false positives that the benchmark has already measured.
 """
 
@@ -148,9 +148,9 @@ def audit(
 def decide(results: Sequence[DetectorResult]) -> tuple[str | None, str, int | None]:
     """The verdict rule: (trusted detector, verdict, suspected target)."""
 
-    def rank(d: DetectorResult) -> tuple[float, float, int]:
+    def rank(d: DetectorResult) -> tuple[float, float, int, bool]:
         tr = d.track_record
-        return (tr["tpr"] - tr["fpr"], -tr["fpr"], tr["n"])
+        return (tr["tpr"] - tr["fpr"], -tr["fpr"], tr["n"], not d.control)
 
     usable = [d for d in results if d.status == "ok" and d.score is not None and "tpr" in d.track_record]
     if not usable:
