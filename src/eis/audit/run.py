@@ -10,8 +10,9 @@ this model's names and shapes (and the same input shape and class count), else t
 Verdict rule (``VERDICT_RULE``): follow the single detector with the best track record, not a vote. Among
 the model-level detectors that ran, take the one whose calibration entry has the highest Youden index
 J = TPR - FPR at its threshold (ties: lower FPR, then more models, then a tool over a control); if its
-J > 0 the verdict is that detector's flag, and the suspected target is the target it names. A vote of all detectors would let the
-random control and weaker detectors add false positives that the benchmark has already measured.
+J > 0 the verdict is that detector's flag, and the suspected target is the target it names. A vote of
+all detectors would let the random control and weaker detectors add false positives that the benchmark
+has already measured.
 """
 
 from __future__ import annotations
