@@ -160,12 +160,13 @@ def _attribution(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def track_record_text(name: str, entry: dict[str, Any] | None, label: str) -> str:
     """One sentence: what eis measured for this detector on its own benchmark."""
-    if not entry:
-        return "no track record in the calibration table"
+    if not entry or set(entry) <= {"text"}:
+        return "No track record in the calibration table"
     if "tpr" in entry:
         thr = entry["threshold"]
+        article = "an" if label[0] in "aeiou" else "a"
         text = (
-            f"On eis's detection populations a {label} >= {thr:.3g} had TPR {entry['tpr']:.2f}, "
+            f"On eis's detection populations {article} {label} >= {thr:.3g} had TPR {entry['tpr']:.2f}, "
             f"FPR {entry['fpr']:.2f} (n = {entry['n']}: {entry['n_trojaned']} trojaned, "
             f"{entry['n_clean']} clean; ROC-AUC {entry['auroc']:.2f})"
         )
@@ -177,4 +178,4 @@ def track_record_text(name: str, entry: dict[str, Any] | None, label: str) -> st
             f"On eis's detection populations it ranked triggered inputs above clean ones with mean ROC-AUC "
             f"{entry['input_auroc']:.2f} (n = {entry['n_input_models']} trojaned models)"
         )
-    return "no model-level track record in the calibration table"
+    return "No model-level track record in the calibration table"

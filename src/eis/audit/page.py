@@ -58,7 +58,10 @@ def _detector_rows(report: AuditReport) -> str:
                             ("control", d.control)) if on
         )  # fmt: skip
         decision = "–" if d.flagged is None else ("flags" if d.flagged else "does not flag")
-        status = d.status if d.status == "ok" else f'<span class="fail">{_e(d.status)}</span>: {_e(d.reason)}'
+        style = "muted" if d.status == "not applicable" else "fail"
+        status = (
+            d.status if d.status == "ok" else f'<span class="{style}">{_e(d.status)}</span>: {_e(d.reason)}'
+        )
         badge = '<span class="badge">control</span>' if d.control else ""
         rows.append(
             f'<tr class="{cls}"><td>{_e(d.name)}{badge}</td><td>{status}</td>'
