@@ -146,6 +146,23 @@ def test_bad_input_is_one_line_and_exit_2(user, tmp_path):
         (["clean.safetensors", "--arch", ARCH, "--data", str(tmp_path / "rgb.npz")], "rejects images shaped"),
         (["clean.safetensors", "--arch", ARCH, "--data", str(tmp_path / "y11.npz")], "model has 10 classes"),
         (["clean.safetensors", "--arch", "no_such_pkg_zz.mod:make"], "cannot import module"),
+        (["clean.safetensors", "--arch", ARCH, "--mean", "0.5"], "--mean and --std go together"),
+        (
+            ["clean.safetensors", "--arch", ARCH, "--arch-kwargs", "[1]"],
+            "--arch-kwargs must be a JSON object",
+        ),
+        (
+            [
+                "clean.safetensors",
+                "--arch",
+                ARCH,
+                "--detectors",
+                "specificity",
+                "--inputs",
+                str(user.dir / "screen"),
+            ],
+            "'strip'",
+        ),
     ]
     for args, message in cases:
         args = [str(user.dir / args[0]), *args[1:]]
