@@ -26,14 +26,25 @@ tr.trusted td:first-child { font-weight: 700; }
 """
 
 
-def _png(image: torch.Tensor | np.ndarray, heat: bool = False) -> str:
-    """A data URI of a (C, H, W) image in [0, 1] or, with ``heat``, an (H, W) map scaled to its max."""
+MAP_NOTE = (
+    "<p class='muted'>Attribution overlays: |relevance| summed over channels, laid over the input, for the "
+    "model's prediction (screened inputs) or the suspected target (stamped inputs).</p>"
+)
+
+
+def _png(image: torch.Tensor | np.ndarray, heat: bool = False, under: torch.Tensor | None = None) -> str:
+    """A data URI of a (C, H, W) image in [0, 1] or, with ``heat``, an (H, W) map scaled to its max
+    (laid over the grey version of the image ``under`` when given)."""
     from PIL import Image
 
     a = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, float)
     if heat:
         a = a / (a.max() + 1e-12)
         rgb = np.stack([a, 0.35 * a, 1 - a], -1)  # blue (low) to orange-red (high)
+        if under is not None:
+            grey = under.detach().float().cpu().mean(0).numpy()[..., None]
+            alpha = 0.25 + 0.6 * a[..., None]  # strong relevance shows, weak lets the image through
+            rgb = alpha * rgb + (1 - alpha) * grey
     elif a.ndim == 3 and a.shape[0] == 1:
         rgb = np.repeat(a[0][..., None], 3, -1)
     elif a.ndim == 3:
@@ -138,9 +149,12 @@ def _maps(ev: dict[str, Any]) -> str:
         rows = [f"<tr><th>input</th>{''.join(f'<td>{_img(_png(x))}</td>' for x in xs)}</tr>"]
         for tool in ev.get("attribution_tools", []):
             if tool in imgs:
-                cells = "".join(f"<td>{_img(_png(m, heat=True), tool)}</td>" for m in imgs[tool])
+                cells = "".join(
+                    f"<td>{_img(_png(m, heat=True, under=x), tool)}</td>"
+                    for m, x in zip(imgs[tool], xs, strict=True)
+                )
                 rows.append(f"<tr><th>{_e(tool)}</th>{cells}</tr>")
-        parts.append(f"<h3>{_e(group)}</h3><table class='gallery'>{''.join(rows)}</table>")
+        parts.append(f"<h3>{_e(group)}</h3>{MAP_NOTE}<table class='gallery'>{''.join(rows)}</table>")
     if ev.get("stamped_success") is not None:
         parts.append(
             f"<p class='muted'>The recovered trigger sends {ev['stamped_success']:.0%} of these clean inputs "
