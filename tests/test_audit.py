@@ -337,3 +337,17 @@ def test_learned_detectors_apply_only_to_a_zoo_architecture_with_a_fitted_state(
     report = eis.audit(other, torch.rand(8, 1, 12, 12), y, detectors=["mntd"], synthesis=None, progress=False)
     assert "match none of them" in report.detectors[0].reason
     assert report.verdict == "no evidence" and report.trusted_detector is None
+
+
+def test_audits_a_torch_export_program(tmp_path):
+    import eis
+    from eis.usermodel import load_model
+
+    torch.manual_seed(0)
+    model = example_module().make().eval()
+    x, y = torch.rand(8, 1, 12, 12), torch.arange(8)
+    batch = {"x": {0: torch.export.Dim("batch")}}  # exported with a dynamic batch size, as audits need
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=batch), str(tmp_path / "m.pt2"))
+    loaded = load_model(tmp_path / "m.pt2", device="cpu")
+    report = eis.audit(loaded, x, y, detectors=["random_scorer"], synthesis=None, progress=False)
+    assert report.detectors[0].status == "ok" and report.num_classes == 10

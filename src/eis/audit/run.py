@@ -17,6 +17,7 @@ has already measured.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -80,7 +81,7 @@ def audit(
     if input_names is not None and inputs is not None and len(input_names) != inputs.shape[0]:
         raise EisError(f"input_names has {len(input_names)} names for {inputs.shape[0]} inputs")
     was_training = model.training
-    model.eval()
+    _set_mode(model, False)
     dev = _device(model)
     x, y = x.to(dev, torch.float32), y.to(dev)
     k = check_compatible(model, x, y)
@@ -122,7 +123,7 @@ def audit(
                 n_evidence, seed, bar,
             )  # fmt: skip
     finally:
-        model.train(was_training)
+        _set_mode(model, was_training)
     notes = [f"{d.name}: {d.reason}" for d in results if d.status in ("refused", "failed")]
     notes += [
         f"{d.name} ran with settings {d.details['settings_differ']} that differ from those its track record "
@@ -375,6 +376,12 @@ def _fields(name: str) -> set[str]:
     import dataclasses
 
     return {f.name for f in dataclasses.fields(make_tool(name))}
+
+
+def _set_mode(model: nn.Module, training: bool) -> None:
+    """Set train/eval mode; a ``torch.export`` program has no modes (its graph is fixed) and is left as is."""
+    with contextlib.suppress(NotImplementedError):
+        model.train(training)
 
 
 def _device(model: nn.Module) -> torch.device:
