@@ -131,6 +131,7 @@ def audit(
         for d in results
         if d.details.get("settings_differ")
     ]
+    notes += [f"evidence: {tool} failed: {msg}" for tool, msg in evidence.get("failures", {}).items()]
     return AuditReport(
         verdict=verdict,
         suspected_target=target,
