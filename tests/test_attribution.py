@@ -267,7 +267,7 @@ def test_gradcam_layer_choice_and_value() -> None:
     acts = cnn.features(x).detach().requires_grad_(True)
     (g,) = torch.autograd.grad(cnn.classifier(acts).gather(1, t[:, None]).sum(), acts)
     cam = F.relu((g.mean((2, 3), keepdim=True) * acts).sum(1, keepdim=True))
-    expected = F.interpolate(cam, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    expected = F.interpolate(cam, size=(16, 16), mode="bilinear", align_corners=False)  # (N, 1, H, W): C = 1
     torch.testing.assert_close(make_tool("gradcam").attribute(cnn, x, t), expected.detach())
 
 
@@ -315,8 +315,8 @@ def test_edge_detector_by_hand() -> None:
     x[..., 3:] = 1.0
     model = nn.Sequential(nn.Conv2d(2, 1, 1), nn.Flatten(), nn.Linear(30, 2)).eval()
     edges = make_tool("edge_detector").attribute(model, x, 0)
-    expected = torch.zeros(1, 5, 6)
-    expected[..., 2:4] = 4.0 * 2  # two identical channels, summed
+    expected = torch.zeros(1, 2, 5, 6)
+    expected[..., 2:4] = 4.0  # per channel
     torch.testing.assert_close(edges, expected)
 
 
@@ -326,9 +326,11 @@ def test_random_and_blank_controls() -> None:
     a = make_tool("random_map", seed=1).attribute(model, x, 0)
     assert torch.equal(a, make_tool("random_map", seed=1).attribute(model, x, 0))
     assert not torch.equal(a, make_tool("random_map", seed=2).attribute(model, x, 0))
-    assert a.shape == (3, 16, 16) and a.min() >= 0 and a.max() < 1
+    assert a.shape == (3, 1, 16, 16) and a.min() >= 0 and a.max() < 1
     blank = make_tool("blank_map", value=0.5).attribute(model, x, 0)
-    assert torch.equal(blank, torch.full((3, 16, 16), 0.5))
+    assert torch.equal(blank, torch.full((3, 1, 16, 16), 0.5))
+    rgb = make_tool("blank_map", value=0.6).attribute(contract_model("cnn", 3, 16), x.repeat(1, 3, 1, 1), 0)
+    assert rgb.shape == (3, 3, 16, 16) and torch.allclose(rgb.sum(1), torch.full((3, 16, 16), 0.6))
 
 
 @pytest.mark.parametrize("name", ["smoothgrad", "gradient_shap", "lime"])

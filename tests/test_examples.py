@@ -21,3 +21,13 @@ def test_custom_dataset_and_arch_example(fresh_home, monkeypatch):
     case = module.main()
     assert case.dataset == "toy" and case.arch == "mlp"
     assert case.truth().measured["asr"] >= 0.9 and case.meta["clean_accuracy"] >= 0.9
+
+
+def test_audit_your_model_example(tmp_path):
+    spec = importlib.util.spec_from_file_location("audit_example", EXAMPLES / "audit_your_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(tmp_path, epochs=3, nc_steps=30)  # short: the full run is tests/test_audit.py
+    written = (tmp_path / "audit" / "audit.json").read_text()
+    assert f'"verdict": "{report.verdict}"' in written and (tmp_path / "audit" / "audit.html").exists()
+    assert report.detector("neural_cleanse").status == "ok" and len(report.inputs) == 40

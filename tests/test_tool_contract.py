@@ -62,3 +62,24 @@ def test_check_tool_catches_violations() -> None:
         check_tool(Sloppy())
     with pytest.raises(AssertionError, match="NaN"):
         check_tool(Sloppy(nan=True))
+
+
+def test_check_tool_requires_maps_shaped_like_the_input() -> None:
+    """One output contract: (N, C, H, W) like the input; a per-pixel (N, H, W) map is a violation."""
+    import dataclasses
+
+    from eis.tools.attribution.common import check_call
+    from eis.tools.base import AttributionTool
+
+    @dataclasses.dataclass
+    class PerPixel(AttributionTool):
+        name = "per_pixel"
+
+        def attribute(self, model, inputs, target):  # type: ignore[no-untyped-def]
+            check_call(model, inputs, target)
+            return torch.zeros(inputs.shape[0], *inputs.shape[2:])
+
+    with pytest.raises(
+        AssertionError, match=r"map shape \(3, 16, 16\), expected the inputs' shape \(3, 1, 16, 16\)"
+    ):
+        check_tool(PerPixel())

@@ -135,12 +135,11 @@ def _call(
 
 
 def _check_map(out: object, x: torch.Tensor, where: str) -> None:
-    n, _, h, w = x.shape
     _assert(isinstance(out, torch.Tensor), f"{where}: returned {type(out).__name__}, not a tensor")
     assert isinstance(out, torch.Tensor)
     _assert(
-        tuple(out.shape) in (tuple(x.shape), (n, h, w)),
-        f"{where}: map shape {tuple(out.shape)}, expected {tuple(x.shape)} or {(n, h, w)}",
+        tuple(out.shape) == tuple(x.shape),
+        f"{where}: map shape {tuple(out.shape)}, expected the inputs' shape {tuple(x.shape)}",
     )
     _assert(out.is_floating_point(), f"{where}: map dtype {out.dtype} is not floating point")
     _assert(out.device == x.device, f"{where}: map on {out.device}, inputs on {x.device}")

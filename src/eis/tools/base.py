@@ -37,7 +37,7 @@ class Tool:
 class AttributionTool(Tool):
     """Maps (model, inputs, target classes) to one relevance map per input.
 
-    ``attribute`` returns a float tensor shaped like ``inputs`` (N, C, H, W) or (N, H, W), on the inputs'
+    ``attribute`` returns a float tensor shaped exactly like ``inputs`` (N, C, H, W), on the inputs'
     device. It must not change the model's weights, mode or hooks, nor the inputs.
     """
 

@@ -2,7 +2,8 @@
 
 A tool whose trigger localisation is no better than the edge magnitude of the image has shown nothing
 about the model (Casper et al. 2023; Adebayo et al. 2018). Controls take the same call as attribution
-tools, check their inputs the same way, and return (N, H, W) maps.
+tools, check their inputs the same way, and return maps shaped like the input (N, C, H, W); a map
+defined per pixel is spread evenly over the channels (``spread_channels``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eis.tools.attribution.common import TargetLike, check_call
+from eis.tools.attribution.common import TargetLike, check_call, spread_channels
 from eis.tools.base import AttributionTool, register_tool
 
 
@@ -30,7 +31,7 @@ class _Control(AttributionTool):
 
 @register_tool
 class EdgeDetector(_Control):
-    """Sobel gradient magnitude of the input, summed over channels (replicate padding at the border)."""
+    """Sobel gradient magnitude of each input channel (replicate padding at the border)."""
 
     name: ClassVar[str] = "edge_detector"
     summary: ClassVar[str] = "control: Sobel edge magnitude of the image"
@@ -43,7 +44,7 @@ class EdgeDetector(_Control):
         kernels = torch.stack([kx, kx.T])[:, None]  # (2, 1, 3, 3): d/dx, d/dy
         padded = F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
         g = F.conv2d(padded, kernels)  # (N*C, 2, H, W)
-        return g.pow(2).sum(1).sqrt().reshape(n, c, h, w).sum(1)
+        return g.pow(2).sum(1).sqrt().reshape(n, c, h, w)
 
 
 @register_tool
@@ -55,9 +56,9 @@ class RandomMap(_Control):
     seed: int = 0
 
     def _map(self, inputs: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = inputs.shape
+        n, c, h, w = inputs.shape
         gen = torch.Generator(device=inputs.device).manual_seed(self.seed)
-        return torch.rand((n, h, w), generator=gen, device=inputs.device)
+        return spread_channels(torch.rand((n, h, w), generator=gen, device=inputs.device), c)
 
 
 @register_tool
@@ -69,5 +70,5 @@ class BlankMap(_Control):
     value: float = 1.0
 
     def _map(self, inputs: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = inputs.shape
-        return torch.full((n, h, w), float(self.value), device=inputs.device)
+        n, c, h, w = inputs.shape
+        return spread_channels(torch.full((n, h, w), float(self.value), device=inputs.device), c)

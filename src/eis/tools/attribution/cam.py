@@ -5,7 +5,8 @@ Default layer: the last module, in the order modules finish their forward, that 
 activation (``features`` in the zoo's ``cnn``, ``layer3`` in its ``resnet``). This is the rectified
 last-conv feature map Grad-CAM is defined on; the bare last ``nn.Conv2d`` would be the 1x1 shortcut conv
 in a ResNet block. Set ``layer`` to a module name (as in ``model.named_modules()``) to override; the
-layer must run exactly once per forward. Maps are upsampled to the input size and returned as (N, H, W).
+layer must run exactly once per forward. Maps are upsampled to the input size and spread evenly over the
+input's channels (``spread_channels``), so the result is shaped like the input (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
 from torch import nn
 
 from eis.errors import EisError, ToolRefusal
-from eis.tools.attribution.common import CaptumTool, cached, shared_copy
+from eis.tools.attribution.common import CaptumTool, cached, shared_copy, spread_channels
 from eis.tools.attribution.guided import relu_split_copy
 from eis.tools.base import register_tool
 
@@ -81,12 +82,13 @@ class GradCamTool(CaptumTool):
     """Grad-CAM: layer activations weighted by their pooled gradients, rectified and upsampled."""
 
     name: ClassVar[str] = "gradcam"
-    summary: ClassVar[str] = "Grad-CAM on the last conv block, bilinearly upsampled to (N, H, W)"
+    summary: ClassVar[str] = "Grad-CAM on the last conv block, bilinearly upsampled to the input size"
     layer: str = ""
     interpolate_mode: str = "bilinear"
 
     def _attribute(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return gradcam(model, inputs, target, self.layer, self.interpolate_mode)[:, 0]
+        cam = gradcam(model, inputs, target, self.layer, self.interpolate_mode)
+        return spread_channels(cam, inputs.shape[1])
 
 
 @register_tool

@@ -61,6 +61,18 @@ def _probe(model: nn.Module, inputs: torch.Tensor) -> int:
     return int(out.shape[1])
 
 
+def spread_channels(maps: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, H, W) or (N, 1, H, W) per-pixel maps as (N, C, H, W), split evenly over the C channels.
+
+    The attribution contract is one map shaped like the input; a method defined per pixel (Grad-CAM,
+    the random and blank controls) divides each pixel's value over the channels, so that summing over
+    channels (how every track reduces a map) gives the per-pixel value back.
+    """
+    if maps.dim() == 4:
+        maps = maps[:, 0]
+    return (maps / channels).unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
+
+
 def check_target(target: TargetLike, n: int, num_classes: int, device: torch.device) -> torch.Tensor:
     """Normalise ``target`` to an (n,) int64 tensor, checking range and length."""
     t = torch.as_tensor(target, device=device)

@@ -1,0 +1,181 @@
+"""The calibration table: each tool's measured track record on eis's own benchmark, as plain JSON.
+
+Built from a results store by ``eis calibrate`` (:func:`build_calibration`), never read from the store at
+audit time. A default table built from the built-in suites ships with the package (``calibration.json``)
+and says which suites, tracks and eis version made it.
+
+Per detector (``detect`` track, model level): the decision threshold and, on the benchmark's models, the
+counts behind TPR and FPR at that threshold (a model is flagged when its score >= threshold), the ROC-AUC,
+and how often a flagged trojaned model's named target was right. The threshold is the paper's where the
+paper gives one (Neural Cleanse: anomaly index 2), else the 95th percentile of the clean models' scores
+(a 5% false-positive rate on the benchmark). STRIP (input level) gets its mean ROC-AUC of triggered vs
+clean inputs. Per attribution tool: the share of sanity-track cases it passed and its mean trigger
+localisation ROC-AUC (``localize`` track).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eis.errors import EisError
+
+FORMAT = 1
+PAPER_THRESHOLDS = {"neural_cleanse": 2.0}  # Wang et al. 2019 flag an anomaly index above 2
+CLEAN_QUANTILE = 0.95
+
+
+def default_calibration_path() -> Path:
+    """The table shipped with the package."""
+    return Path(str(resources.files("eis.audit") / "calibration.json"))
+
+
+def load_calibration(path: str | Path | None = None) -> dict[str, Any]:
+    """Read a calibration table (default: the shipped one); one-line error when it is not one."""
+    p = Path(path).expanduser() if path is not None else default_calibration_path()
+    try:
+        table = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise EisError(f"cannot read calibration table {str(p)!r}: {exc}") from None
+    if not isinstance(table, dict) or table.get("format") != FORMAT:
+        raise EisError(f"{str(p)!r} is not an eis calibration table (format {FORMAT}); run `eis calibrate`")
+    return table
+
+
+def build_calibration(records: list[dict[str, Any]], *, suites: list[str], note: str = "") -> dict[str, Any]:
+    """The calibration table from results-store records (``Store.records()``)."""
+    from eis import __version__
+
+    detect = [r for r in records if r.get("track") == "detect" and r.get("status") == "ok"]
+    if not detect:
+        raise EisError(
+            "the store holds no ok cells of the detect track; run `eis bench <suite> --tracks detect`"
+        )
+    table: dict[str, Any] = {
+        "format": FORMAT,
+        "made_by": {
+            "eis_version": __version__,
+            "suites": sorted(suites),
+            "tracks": sorted({str(r.get("track")) for r in records if r.get("status") == "ok"}),
+            "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        },
+        "note": note,
+        "detectors": _detectors(detect),
+        "attribution": _attribution(records),
+    }
+    return table
+
+
+def save_calibration(table: dict[str, Any], path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    return p
+
+
+def _scores(r: dict[str, Any]) -> dict[str, Any]:
+    s = r.get("scores") or {}
+    return json.loads(s) if isinstance(s, str) else dict(s)
+
+
+def _detectors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_tool[str(r["tool"])].append(r)
+    out: dict[str, Any] = {}
+    for tool, trs in sorted(by_tool.items()):
+        entry: dict[str, Any] = {
+            "control": bool(trs[0].get("control")),
+            "arch": sorted({str(r.get("arch")) for r in trs}),
+        }
+        entry["datasets"] = sorted({str(r.get("dataset")) for r in trs})
+        st = trs[0].get("settings")
+        entry["settings"] = json.loads(st) if isinstance(st, str) else st
+        pairs = [
+            (float(s["score"]), str(r["flaw"]) != "clean", s.get("target_correct"))
+            for r in trs
+            if (s := _scores(r)).get("score") is not None and math.isfinite(float(s["score"]))
+        ]
+        clean = [p[0] for p in pairs if not p[1]]
+        troj = [p[0] for p in pairs if p[1]]
+        if clean and troj:
+            thr = PAPER_THRESHOLDS.get(tool, float(np.quantile(clean, CLEAN_QUANTILE)))
+            tp, fp = sum(s >= thr for s in troj), sum(s >= thr for s in clean)
+            hits = [float(t) for s, lab, t in pairs if lab and s >= thr and t is not None]
+            entry.update(
+                threshold=thr,
+                threshold_rule="paper" if tool in PAPER_THRESHOLDS else "95th percentile of clean models",
+                n=len(pairs),
+                n_trojaned=len(troj),
+                n_clean=len(clean),
+                tp=int(tp),
+                fp=int(fp),
+                tpr=tp / len(troj),
+                fpr=fp / len(clean),
+                auroc=auroc(troj, clean),
+                target_acc=float(np.mean(hits)) if hits else None,
+                n_target=len(hits),
+            )
+        inp = [float(s["input_auroc"]) for r in trs if (s := _scores(r)).get("input_auroc") is not None]
+        if inp:
+            entry.update(input_auroc=float(np.mean(inp)), n_input_models=len(inp))
+        out[tool] = entry
+    return out
+
+
+def auroc(pos: list[float], neg: list[float]) -> float:
+    """ROC-AUC as the Mann-Whitney probability P(pos > neg) + 0.5 P(pos == neg)."""
+    p, n = np.asarray(pos, dtype=float)[:, None], np.asarray(neg, dtype=float)[None, :]
+    return float((p > n).mean() + 0.5 * (p == n).mean())
+
+
+def _attribution(records: list[dict[str, Any]]) -> dict[str, Any]:
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    control: dict[str, bool] = {}
+    for r in records:
+        if r.get("status") != "ok" or r.get("family") != "attribution":
+            continue
+        s, tool = _scores(r), str(r["tool"])
+        control[tool] = bool(r.get("control"))
+        if r.get("track") == "sanity" and s.get("passes_sanity") is not None:
+            acc[tool]["passes_sanity"].append(float(s["passes_sanity"]))
+        if r.get("track") == "localize" and s.get("auroc") is not None and math.isfinite(float(s["auroc"])):
+            acc[tool]["localize_auroc"].append(float(s["auroc"]))
+    out = {}
+    for tool, m in sorted(acc.items()):
+        entry: dict[str, Any] = {"control": control[tool]}
+        for k, v in m.items():
+            entry[k] = float(np.mean(v))
+            entry[f"n_{k}"] = len(v)
+        out[tool] = entry
+    return out
+
+
+def track_record_text(name: str, entry: dict[str, Any] | None, label: str) -> str:
+    """One sentence: what eis measured for this detector on its own benchmark."""
+    if not entry or set(entry) <= {"text"}:
+        return "No track record in the calibration table"
+    if "tpr" in entry:
+        thr = entry["threshold"]
+        article = "an" if label[0] in "aeiou" else "a"
+        text = (
+            f"On eis's detection populations {article} {label} >= {thr:.3g} had TPR {entry['tpr']:.2f}, "
+            f"FPR {entry['fpr']:.2f} (n = {entry['n']}: {entry['n_trojaned']} trojaned, "
+            f"{entry['n_clean']} clean; ROC-AUC {entry['auroc']:.2f})"
+        )
+        if entry.get("target_acc") is not None:
+            text += f"; the named target was right in {entry['target_acc']:.0%} of flagged trojaned models"
+        return text
+    if "input_auroc" in entry:
+        return (
+            f"On eis's detection populations it ranked triggered inputs above clean ones with mean ROC-AUC "
+            f"{entry['input_auroc']:.2f} (n = {entry['n_input_models']} trojaned models)"
+        )
+    return "No model-level track record in the calibration table"

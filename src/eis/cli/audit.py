@@ -1,0 +1,112 @@
+"""``eis audit``: audit an engineer's own model; ``eis calibrate``: rebuild the track-record table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from eis.cli import app
+from eis.cli.common import console, user_errors
+from eis.errors import EisError
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise EisError(f"{what} must be comma-separated numbers, one per channel; got {text!r}") from None
+
+
+@app.command()
+@user_errors
+def audit(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help=".safetensors weights, TorchScript, .pt2."),
+    data: Path = typer.Option(
+        ..., "--data", help="Clean labelled examples: image folder, .safetensors, .npz."
+    ),
+    out: Path = typer.Option(Path("eis-audit"), "--out", help="Folder for audit.html and audit.json."),
+    arch: str = typer.Option(
+        None, "--arch", help="Factory: package.module:function or path/to/file.py:function."
+    ),
+    arch_kwargs: str = typer.Option(None, "--arch-kwargs", help="JSON keyword arguments for the factory."),
+    inputs: Path = typer.Option(None, "--inputs", help="Inputs to screen for triggers (folder or file)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole model."),
+    mean: str = typer.Option(None, "--mean", help="Per-channel normalisation mean, e.g. 0.5,0.5,0.5."),
+    std: str = typer.Option(None, "--std", help="Per-channel normalisation std."),
+    size: int = typer.Option(None, "--size", min=1, help="Resize images to SIZE x SIZE."),
+    calibration: Path = typer.Option(None, "--calibration", help="Calibration table (default: shipped)."),
+    detectors: str = typer.Option(
+        None, "--detectors", help="Comma-separated detection tools (default: all)."
+    ),
+    nc_steps: int = typer.Option(
+        None, "--nc-steps", min=1, help="Neural Cleanse steps (default: the calibrated setting, 300)."
+    ),
+    fail_on_suspect: bool = typer.Option(
+        False, "--fail-on-suspect", help="Exit 1 when the verdict is suspicious."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Audit MODEL for planted flaws; write DIR/audit.html and DIR/audit.json."""
+    import torch
+
+    import eis.audit
+    from eis.usermodel import Normalized, load_examples, load_model
+
+    torch.manual_seed(seed)
+    try:
+        kwargs = json.loads(arch_kwargs) if arch_kwargs else None
+    except ValueError:
+        raise EisError(f"--arch-kwargs must be a JSON object; got {arch_kwargs!r}") from None
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise EisError(f"--arch-kwargs must be a JSON object; got {arch_kwargs!r}")
+    model = load_model(model_path, arch, kwargs, trust_pickle=trust_pickle)
+    m, s = _floats(mean, "--mean"), _floats(std, "--std")
+    if (m is None) != (s is None):
+        raise EisError("--mean and --std go together; give both or neither")
+    if m is not None:
+        model = Normalized(model, m, s)
+    x, y, _ = load_examples(data, size=size)
+    xs, names = None, None
+    if inputs is not None:
+        xs, _, names = load_examples(inputs, size=size, labelled=False)
+    report = eis.audit.audit(
+        model,
+        x,
+        y,
+        inputs=xs,
+        input_names=names,
+        calibration=str(calibration) if calibration else None,
+        detectors=detectors.split(",") if detectors else None,
+        settings={"neural_cleanse": {"steps": nc_steps}} if nc_steps else None,
+        seed=seed,
+    )
+    html, js = report.write(out)
+    for line in report.summary():
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"audit written to {html.resolve()} and {js.name}", highlight=False)
+    if fail_on_suspect and report.suspicious:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
+def calibrate(
+    out: Path = typer.Option(Path("calibration.json"), "--out", help="Where to write the table."),
+    store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
+    suites: str = typer.Option(..., "--suites", help="Comma-separated suites the store's runs came from."),
+    note: str = typer.Option("", "--note", help="A sentence kept in the table (e.g. how it was made)."),
+) -> None:
+    """Build the calibration table (each tool's track record) from a results store."""
+    from eis.audit import build_calibration, save_calibration
+    from eis.results.store import open_store
+
+    with open_store(store, create=False) as st:
+        table = build_calibration(st.records(), suites=suites.split(","), note=note)
+    path = save_calibration(table, out)
+    console.print(
+        f"calibration table for {len(table['detectors'])} detectors written to {path}", highlight=False
+    )
