@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 from eis.errors import EisError
 from eis.zoo import artifact
-from eis.zoo.build import BarError, BarMiss, build_case, cached
+from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case, Truth
+from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.spec import CaseSpec
 from eis.zoo.suites import builtin_suites, load_suite
 
@@ -22,6 +23,7 @@ __all__ = [
     "BarMiss",
     "Case",
     "CaseSpec",
+    "CircuitSpec",
     "Truth",
     "build_case",
     "build_suite",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-def suite_cases(suite: str) -> list[CaseSpec]:
+def suite_cases(suite: str) -> list[CaseSpec | CircuitSpec]:
     """The validated specs of a suite (populations expanded)."""
     return load_suite(suite)
 
@@ -74,7 +76,7 @@ def list_built() -> list[Case]:
     for root in sorted(artifact.zoo_dir().iterdir()):
         if root.is_dir() and not root.name.startswith("."):
             try:
-                out.append(Case(root))
+                out.append(open_case(root))
             except artifact.CorruptArtifact:
                 continue
     return sorted(out, key=lambda c: c.name)
@@ -88,7 +90,7 @@ def load(name_or_id: str) -> Case:
     """
     root = artifact.zoo_dir() / name_or_id
     if root.is_dir():
-        return Case(root)
+        return open_case(root)
     for suite in builtin_suites():
         for spec in load_suite(suite):
             if spec.name == name_or_id:
