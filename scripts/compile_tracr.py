@@ -14,6 +14,7 @@ program's outputs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
@@ -30,21 +31,21 @@ CHECK_INPUTS = 200
 
 
 def programs() -> dict[str, dict[str, Any]]:
-    """Name -> RASP program, vocabulary, max length and whether inputs need distinct tokens."""
+    """Name -> RASP program factory, vocabulary, max length and whether inputs need distinct tokens."""
     from tracr.compiler import lib
     from tracr.rasp import rasp
 
     return {
-        "reverse": {"prog": lib.make_reverse(rasp.tokens), "vocab": ["a", "b", "c"], "n_ctx": 5},
-        "hist": {"prog": lib.make_hist(), "vocab": ["a", "b", "c"], "n_ctx": 5},
+        "reverse": {"make": lambda: lib.make_reverse(rasp.tokens), "vocab": ["a", "b", "c"], "n_ctx": 5},
+        "hist": {"make": lib.make_hist, "vocab": ["a", "b", "c"], "n_ctx": 5},
         "sort_unique": {
-            "prog": lib.make_sort_unique(rasp.tokens, rasp.tokens),
+            "make": lambda: lib.make_sort_unique(rasp.tokens, rasp.tokens),
             "vocab": [1, 2, 3, 4, 5, 6],
             "n_ctx": 5,
             "distinct": True,
         },
         "detect_pattern": {
-            "prog": lib.detect_pattern(rasp.tokens, "abc"),
+            "make": lambda: lib.detect_pattern(rasp.tokens, "abc"),
             "vocab": ["a", "b", "c"],
             "n_ctx": 5,
             "undefined_prefix": 2,  # the output is None before a whole pattern fits
@@ -55,9 +56,13 @@ def programs() -> dict[str, dict[str, Any]]:
 def compile_program(name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The weights (HookedTransformer layout) and the JSON metadata of one built-in program."""
     from tracr.compiler import compiling
+    from tracr.rasp import rasp
 
     entry = programs()[name]
-    prog, vocab, n_ctx = entry["prog"], entry["vocab"], entry["n_ctx"]
+    # tracr numbers expressions from a global counter, and the numbers end up in the residual labels
+    # (whose sorted order is the residual basis): restart it so every compile is reproducible
+    rasp.RASPExpr._ids = itertools.count(1)
+    prog, vocab, n_ctx = entry["make"](), entry["vocab"], entry["n_ctx"]
     m = compiling.compile_rasp_to_model(
         prog, vocab=set(vocab), max_seq_len=n_ctx, compiler_bos=BOS, compiler_pad=PAD
     )

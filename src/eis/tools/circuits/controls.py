@@ -23,7 +23,10 @@ class RandomCircuit(CircuitTool):
     seed: int = 0
 
     def score(self, task: CircuitTask) -> CircuitScores:
-        g = torch.Generator().manual_seed(self.seed)
+        # a different draw per task (tokens and ablation), the same for the same task and seed
+        tokens = task.clean.detach().cpu().flatten()
+        mix = int((tokens * torch.arange(1, len(tokens) + 1)).sum()) + sum(map(ord, task.ablation))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + mix)
         graph = task.graph
         nodes = torch.rand(len(graph.components), generator=g, dtype=torch.float64)
         edges = torch.rand(len(graph.edges), generator=g, dtype=torch.float64)

@@ -90,4 +90,6 @@ def build_circuit_case(
     root = artifact.write_artifact(
         spec.case_id, model, visible, truth, {"none": torch.zeros(0)}, replace=force
     )
+    if progress:
+        progress(1.0)
     return CircuitCase(root), True
