@@ -16,12 +16,13 @@ from eis.tools.base import register_tool
 from eis.tools.circuits.base import CircuitScores, CircuitTask, CircuitTool
 
 
-def mask_gradient(task: CircuitTask, kind: str, level: float = 1.0) -> torch.Tensor:
-    """d mean-metric / d mask, every mask entry at ``level``; no parameter gradients are touched."""
+def mask_gradient(task: CircuitTask, kind: str, levels: tuple[float, ...] = (1.0,)) -> torch.Tensor:
+    """(len(levels), n): d mean-metric / d mask with every mask entry at each level, all levels in one
+    batched pass; no parameter gradients are touched."""
     n = len(task.graph.edges) if kind == "edge" else len(task.graph.sources)
-    mask = torch.full((n,), float(level), device=task.clean.device, requires_grad=True)
+    mask = torch.tensor(levels, device=task.clean.device)[:, None].repeat(1, n).requires_grad_(True)
     kw = {"edge_mask": mask} if kind == "edge" else {"node_mask": mask}
-    (grad,) = torch.autograd.grad(task.run(**kw), mask)
+    (grad,) = torch.autograd.grad(task.run(**kw).sum(), mask)
     return grad.detach().cpu()
 
 
@@ -33,7 +34,7 @@ class AttributionPatching(CircuitTool):
     summary = "AtP / node EAP: gradient estimate of each component's patching effect"
 
     def score(self, task: CircuitTask) -> CircuitScores:
-        return CircuitScores.from_nodes(task.graph, mask_gradient(task, "node")[1:].abs())
+        return CircuitScores.from_nodes(task.graph, mask_gradient(task, "node")[0, 1:].abs())
 
 
 @register_tool
@@ -44,7 +45,7 @@ class EdgeAttributionPatching(CircuitTool):
     summary = "edge attribution patching: gradient estimate of each edge's effect"
 
     def score(self, task: CircuitTask) -> CircuitScores:
-        return CircuitScores.from_edges(task.graph, mask_gradient(task, "edge").abs())
+        return CircuitScores.from_edges(task.graph, mask_gradient(task, "edge")[0].abs())
 
 
 @register_tool
@@ -56,5 +57,5 @@ class EdgeAttributionPatchingIG(CircuitTool):
     steps: int = 8
 
     def score(self, task: CircuitTask) -> CircuitScores:
-        grads = [mask_gradient(task, "edge", (i + 0.5) / self.steps) for i in range(self.steps)]
-        return CircuitScores.from_edges(task.graph, torch.stack(grads).mean(0).abs())
+        levels = tuple((i + 0.5) / self.steps for i in range(self.steps))
+        return CircuitScores.from_edges(task.graph, mask_gradient(task, "edge", levels).mean(0).abs())
