@@ -63,7 +63,7 @@ def test_weight_norm_finds_compiled_circuits_but_is_near_chance_on_realistic_var
     track = CircuitsTrack()
     compiled = [track.run(c, make_tool("weight_norm")).scores["node_auc"] for c in cases["compiled"]]
     realistic = [track.run(c, make_tool("weight_norm")).scores["node_auc"] for c in cases["realistic"]]
-    assert min(compiled) == 1.0  # unused components have all-zero weights: no interpretability needed
+    assert min(compiled) > 0.999  # unused components have all-zero weights: no interpretability needed
     assert 0.2 <= float(np.mean(realistic)) <= 0.7, realistic
     patching = [track.run(c, make_tool("activation_patching")).scores["node_auc"] for c in cases["realistic"]]
     assert min(patching) >= 0.95
@@ -98,7 +98,7 @@ def test_summary_verdicts_and_figure(cases):
     rows = pd.DataFrame([_row(c, t, track.run(c, t)) for c in cases["realistic"][:4] for t in tools])
     table = track.summarize(rows)
     head = table[(table.metric == "node_auc") & (table.flaw == "all")].set_index("tool")
-    assert head.loc["activation_patching", "mean"] == 1.0
+    assert head.loc["activation_patching", "mean"] > 0.999
     assert head.loc["activation_patching", "verdict"].startswith("beats ")
     assert head.loc["weight_norm", "verdict"] == "control"
     ((caption, fig),) = track.figures(rows)

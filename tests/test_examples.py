@@ -21,3 +21,14 @@ def test_custom_dataset_and_arch_example(fresh_home, monkeypatch):
     case = module.main()
     assert case.dataset == "toy" and case.arch == "mlp"
     assert case.truth().measured["asr"] >= 0.9 and case.meta["clean_accuracy"] >= 0.9
+
+
+def test_custom_circuit_method_example(fresh_home, monkeypatch):
+    from eis.tools.base import TOOLS
+
+    monkeypatch.setattr(TOOLS, "_items", dict(TOOLS._items))  # the example registers a tool
+    spec = importlib.util.spec_from_file_location("circuit_example", EXAMPLES / "custom_circuit_method.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scores = module.main()
+    assert scores["node_auc"] > 0.99 and scores["edge_auc"] > 0.8
