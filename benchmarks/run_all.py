@@ -17,6 +17,7 @@ BENCHMARKS = {
     "faithfulness": ["bench_faithfulness.py"],
     "nc": ["bench_neural_cleanse.py"],
     "synthesis": ["bench_synthesis.py"],
+    "circuits": ["bench_circuits.py"],
 }
 
 

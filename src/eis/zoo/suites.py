@@ -20,6 +20,13 @@ whose targets and triggers are drawn from the population's seed; every member ge
     flawed = 4
     flaws = ["patch", "blend"]
     seed = 100
+
+    [[circuit]]              # a compiled transformer with a known circuit (eis.zoo.circuits)
+    name = "reverse-zero-realistic"
+    program = "reverse"      # reverse, hist, sort_unique, detect_pattern
+    ablation = "zero"        # zero, mean or resample: the ablation that defines the true circuit
+    rotate = true            # random orthogonal residual basis
+    distractors = true       # inert extra heads/MLPs with weights of the same norms
 """
 
 from __future__ import annotations

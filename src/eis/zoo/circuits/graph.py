@@ -161,11 +161,16 @@ def patched_logits(
         diffs.append((act - a).reshape(k, b, *act.shape[1:]))
         return act
 
+    stacked: list[torch.Tensor] = []  # torch.stack(diffs, 1), rebuilt only when a source was added
+
     def dest_delta(dests: list[int]) -> torch.Tensor:
         """(k*b, pos, len(dests), d): how much to subtract from each destination's input."""
-        d = torch.stack(diffs, 1)  # (k, s, b, pos, dm)
-        c = keep[:, : d.shape[1], dests]  # (k, s, n)
-        return torch.einsum("ksbpd,ksn->kbpnd", d, c).reshape(k * b, d.shape[3], len(dests), d.shape[4])
+        if not stacked or stacked[0].shape[1] != len(diffs):
+            stacked[:] = [torch.stack(diffs, 1)]
+        d = stacked[0]  # (k, s, b, pos, dm)
+        c = keep[:, : d.shape[1], dests].transpose(1, 2)  # (k, n, s)
+        out = torch.bmm(c, d.reshape(k, d.shape[1], -1)).reshape(k, len(dests), b, d.shape[3], d.shape[4])
+        return out.permute(0, 2, 3, 1, 4).reshape(k * b, d.shape[3], len(dests), d.shape[4])
 
     hooks: list[tuple[str, object]] = []
     hooks.append(("blocks.0.hook_resid_pre", lambda act, hook: source(act, 0)))
