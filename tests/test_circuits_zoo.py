@@ -118,6 +118,12 @@ def test_circuit_cases_build_load_and_keep_the_truth_sealed(tmp_path, monkeypatc
     assert "a0.h0" not in visible and "nodes" not in visible
     assert case.truth().nodes == {"a0.h0", "m0"} and case.truth().kind == "circuit"
     assert [c.name for c in eis.zoo.list_built()] == ["h"]
+    from typer.testing import CliRunner
+
+    from eis.cli import app
+
+    shown = CliRunner().invoke(app, ["zoo", "show", case.id])
+    assert shown.exit_code == 0 and "2 components, 4 edges" in shown.output, shown.output
 
 
 def test_suite_circuit_entries_are_validated(tmp_path):
