@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from eis.errors import EisError
 from eis.zoo import artifact
 from eis.zoo.case import Case, default_device
 from eis.zoo.circuits.model import HookedTransformer, ModelConfig
@@ -55,7 +56,12 @@ class CircuitCase(Case):
         return model.eval().to(device or default_device())
 
     def inputs(self, n: int | None = None, *, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-        """Clean token sequences (N, n_ctx) and the program's outputs (N, n_ctx), -1 where undefined."""
+        """Clean token sequences (N, n_ctx) and the program's outputs (N, n_ctx), -1 where undefined.
+
+        A circuit case has one input set: ``split`` must be ``test``.
+        """
+        if split != "test":
+            raise EisError(f"circuit cases have one input set; split must be 'test', got {split!r}")
         tokens = self._tokens(self.meta["seed"] * 2)[0][:n]
         model = self.model("cpu")
         with torch.no_grad():

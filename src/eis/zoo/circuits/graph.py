@@ -144,7 +144,8 @@ def patched_logits(
         em = edge_mask.reshape(k, -1).to(dev)
         si, di = graph.edge_index
         full = torch.ones(k, n_src, n_dst, device=dev, dtype=em.dtype)
-        keep = 1 - full.index_put((torch.arange(k)[:, None], si[None], di[None]), em)
+        rows = torch.arange(k, device=dev)[:, None]
+        keep = 1 - full.index_put((rows, si.to(dev)[None], di.to(dev)[None]), em)
     nm = None if node_mask is None else node_mask.reshape(k, -1).to(dev)
     b = tokens.shape[0]
     toks = tokens.repeat(k, 1)

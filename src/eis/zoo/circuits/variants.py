@@ -69,7 +69,7 @@ def add_distractors(
             shape = (h2, d2, cfg.d_head) if name != "W_O" else (h2, cfg.d_head, d2)
             out[f"{p}.attn.{name}"] = grow(t, shape)
         for h in range(h2):
-            if (layer, h) in used_heads:
+            if (layer, h) in used_heads or not used_heads:
                 continue
             ref_l, ref_h = used_heads[int(torch.randint(len(used_heads), (1,), generator=g))]
             for name in READERS:
