@@ -18,6 +18,7 @@ BENCHMARKS = {
     "nc": ["bench_neural_cleanse.py"],
     "synthesis": ["bench_synthesis.py"],
     "population": ["bench_population_training.py"],
+    "circuits": ["bench_circuits.py"],
 }
 
 

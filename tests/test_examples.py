@@ -31,3 +31,14 @@ def test_audit_your_model_example(tmp_path):
     written = (tmp_path / "audit" / "audit.json").read_text()
     assert f'"verdict": "{report.verdict}"' in written and (tmp_path / "audit" / "audit.html").exists()
     assert report.detector("neural_cleanse").status == "ok" and len(report.inputs) == 40
+
+
+def test_custom_circuit_method_example(fresh_home, monkeypatch):
+    from eis.tools.base import TOOLS
+
+    monkeypatch.setattr(TOOLS, "_items", dict(TOOLS._items))  # the example registers a tool
+    spec = importlib.util.spec_from_file_location("circuit_example", EXAMPLES / "custom_circuit_method.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scores = module.main()
+    assert scores["node_auc"] > 0.99 and scores["edge_auc"] > 0.8

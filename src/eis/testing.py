@@ -1,6 +1,6 @@
 """The shared tool contract, in the spirit of scikit-learn's ``check_estimator``.
 
-Every registered attribution tool must pass :func:`check_tool`; so can yours::
+Every registered attribution and circuit tool must pass :func:`check_tool`; so can yours::
 
     from eis.testing import check_tool
     report = check_tool("saliency")            # or an AttributionTool instance
@@ -23,6 +23,7 @@ from torch import nn
 
 from eis.errors import EisError, ToolRefusal
 from eis.tools.base import AttributionTool, make_tool
+from eis.tools.circuits.base import CircuitScores, CircuitTask, CircuitTool
 from eis.zoo.archs import build_arch
 
 #: (arch, channels, side) settings every tool is checked on: both zoo archs on both zoo input shapes.
@@ -67,7 +68,7 @@ def contract_model(arch: str, channels: int, side: int, seed: int = 0) -> nn.Mod
 
 
 def check_tool(
-    tool_or_name: AttributionTool | str,
+    tool_or_name: AttributionTool | CircuitTool | str,
     settings: dict[str, Any] | None = None,
     *,
     cases: Sequence[tuple[str, int, int]] = DEFAULT_SETTINGS,
@@ -81,8 +82,10 @@ def check_tool(
     ``n_samples`` to keep a test fast). ``cases`` are (arch, channels, side) triples.
     """
     tool = make_tool(tool_or_name, **(settings or {})) if isinstance(tool_or_name, str) else tool_or_name
+    if isinstance(tool, CircuitTool):
+        return check_circuit_tool(tool, seed=seed, device=device)
     if not isinstance(tool, AttributionTool):
-        raise EisError(f"check_tool checks attribution tools, got {type(tool).__name__}")
+        raise EisError(f"check_tool checks attribution and circuit tools, got {type(tool).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     report = ToolReport(tool.name or type(tool).__name__)
     gen = torch.Generator().manual_seed(seed)
@@ -213,3 +216,135 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+#: (program, rotate + distractors) models every circuit tool is checked on: one layer with two heads (one a
+#: distractor) in a rotated basis, and two compiled layers.
+CIRCUIT_SETTINGS: tuple[tuple[str, bool], ...] = (("hist", True), ("sort_unique", False))
+
+
+def contract_circuit_task(
+    program: str, realistic: bool, ablation: str, n: int = 12, seed: int = 0
+) -> CircuitTask:
+    """A small circuit task on a shipped compiled program (no zoo artifact needed)."""
+    from eis.zoo.circuits.model import HookedTransformer
+    from eis.zoo.circuits.programs import load_program, sample_tokens
+    from eis.zoo.circuits.truth import answer_mask
+    from eis.zoo.circuits.variants import add_distractors, rotate
+
+    prog = load_program(program)
+    weights, cfg = dict(prog.weights), prog.config
+    if realistic:
+        weights, cfg = add_distractors(weights, cfg, seed=seed)
+        weights = rotate(weights, cfg, seed=seed)
+    model = HookedTransformer(cfg)
+    model.load_state_dict(weights)
+    model.eval()
+    vocab = [prog.meta["input_encoding"][v] for v in prog.meta["vocab"]]
+    clean, lengths = sample_tokens(vocab, cfg, n, seed, distinct=prog.meta["distinct"])
+    corrupted, _ = sample_tokens(vocab, cfg, n, seed + 1, distinct=prog.meta["distinct"], lengths=lengths)
+    with torch.no_grad():
+        labels = model(clean).argmax(-1)
+    mask = answer_mask(clean, cfg.pad_id, 1 + prog.meta["undefined_prefix"])
+    return CircuitTask(model, clean, corrupted, torch.where(mask, labels, -1), ablation)
+
+
+def check_circuit_tool(
+    tool: CircuitTool, *, seed: int = 0, device: str | torch.device | None = None
+) -> ToolReport:
+    """Check a circuit tool: shapes, finiteness, determinism, no side effects, every ablation, bad inputs."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    report = ToolReport(tool.name or type(tool).__name__)
+    for i, (program, realistic) in enumerate(CIRCUIT_SETTINGS):
+        for ablation in ("zero", "mean", "resample"):
+            where = f"{report.tool} on {program}{' (realistic)' if realistic else ''} / {ablation}"
+            task = contract_circuit_task(program, realistic, ablation, seed=seed)
+            task.model.to(dev)
+            task.clean, task.corrupted, task.labels = (
+                task.clean.to(dev),
+                task.corrupted.to(dev),
+                task.labels.to(dev),
+            )
+            try:
+                first = _discover(tool, task, where)
+            except ToolRefusal as e:
+                _assert(str(e).strip(), f"{where}: ToolRefusal with an empty message")
+                report.refusals[where] = str(e)
+                continue
+            _check_scores(first, task, where)
+            again = _discover(tool, task, f"{where} (second call)")
+            same = torch.equal(first.nodes, again.nodes) and torch.equal(first.edges, again.edges)
+            _assert(same and first.circuit == again.circuit, f"{where}: two calls differ")
+            report.passed += [f"{where} shapes/finite", f"{where} deterministic", f"{where} no side effects"]
+        if i == 0:
+            _check_bad_circuit_inputs(tool, contract_circuit_task(program, realistic, "resample", seed=seed))
+            report.passed.append("bad inputs raise EisError")
+    return report
+
+
+def _discover(tool: CircuitTool, task: CircuitTask, where: str) -> CircuitScores:
+    before = (task.clean.clone(), task.corrupted.clone(), task.labels.clone())
+    with _unchanged(task.model, where):
+        out = tool.discover(task)
+    after = (task.clean, task.corrupted, task.labels)
+    _assert(
+        all(torch.equal(a, b) for a, b in zip(before, after, strict=True)), f"{where}: inputs were modified"
+    )
+    return out
+
+
+def _check_scores(out: object, task: CircuitTask, where: str) -> None:
+    _assert(isinstance(out, CircuitScores), f"{where}: returned {type(out).__name__}, not CircuitScores")
+    assert isinstance(out, CircuitScores)
+    graph = task.graph
+    for name, t, n in (("node", out.nodes, len(graph.components)), ("edge", out.edges, len(graph.edges))):
+        _assert(
+            isinstance(t, torch.Tensor) and tuple(t.shape) == (n,),
+            f"{where}: {name} scores not shaped ({n},)",
+        )
+        _assert(
+            t.is_floating_point() and bool(torch.isfinite(t).all()),
+            f"{where}: {name} scores not finite floats",
+        )
+    if out.circuit is not None:
+        _assert(set(out.circuit) <= set(graph.edges), f"{where}: the chosen circuit names unknown edges")
+
+
+def _check_bad_circuit_inputs(tool: CircuitTool, task: CircuitTask) -> None:
+    import dataclasses as dc
+
+    where = f"{tool.name or type(tool).__name__}"
+    bad = {
+        "unknown ablation": dc.replace(task, ablation="bogus"),
+        "corrupted of another shape": dc.replace(task, corrupted=task.corrupted[:-1]),
+        "labels of another shape": dc.replace(task, labels=task.labels[:, :-1]),
+        "no answer to explain": dc.replace(task, labels=torch.full_like(task.labels, -1)),
+        "token out of range": dc.replace(task, clean=task.clean + task.model.cfg.d_vocab),
+        "float tokens": dc.replace(task, clean=task.clean.float()),
+    }
+    for what, t in bad.items():
+        try:
+            with _unchanged(task.model, f"{where}: {what}"):
+                tool.discover(t)
+        except ToolRefusal:
+            raise AssertionError(
+                f"{where}: {what}: raised ToolRefusal; bad input needs a plain EisError"
+            ) from None
+        except EisError as e:
+            _assert(str(e).strip() and "\n" not in str(e), f"{where}: {what}: EisError message not one line")
+            continue
+        except Exception as e:  # noqa: BLE001 - any other exception is the violation we report
+            raise AssertionError(
+                f"{where}: {what}: raised {type(e).__name__} ({e}), expected EisError"
+            ) from None
+        raise AssertionError(f"{where}: {what}: no error raised, expected EisError")
+    task.model.train()
+    try:
+        try:
+            tool.discover(task)
+        except EisError:
+            pass
+        else:
+            raise AssertionError(f"{where}: model in train mode: no error raised, expected EisError")
+    finally:
+        task.model.eval()

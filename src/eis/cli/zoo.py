@@ -123,6 +123,13 @@ def show(
 
     c = eis.zoo.load(case)
     truth = c.truth()
+    if truth.kind == "circuit":  # a compiled transformer: its spec and circuit size, no image grid
+        table = Table("field", "value", show_header=False)
+        for key in ("name", "id", "arch", "ablation", "variant", "seed", "model_config"):
+            table.add_row(key, str(c.meta.get(key)))
+        table.add_row("circuit", f"{len(truth.nodes)} components, {len(truth.edges)} edges")
+        console.print(table)
+        return
     table = Table("field", "value", show_header=False)
     for key in ("name", "id", "dataset", "arch", "population", "role", "seed"):
         table.add_row(key, str(c.meta.get(key)))

@@ -1,6 +1,10 @@
 """Imports every built-in tool module so that its ``@register_tool`` runs."""
 
 import eis.tools.attribution  # noqa: F401  (attribution methods)
+import eis.tools.circuits.acdc  # noqa: F401  (circuit discovery)
+import eis.tools.circuits.controls  # noqa: F401
+import eis.tools.circuits.gradients  # noqa: F401
+import eis.tools.circuits.patching  # noqa: F401
 import eis.tools.controls  # noqa: F401  (edge detector, random and blank maps)
 import eis.tools.detection.baselines  # noqa: F401
 import eis.tools.detection.mntd  # noqa: F401

@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from eis.errors import EisError
 from eis.zoo import artifact
-from eis.zoo.build import BarError, BarMiss, build_case, cached
+from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case, Truth
+from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.spec import CaseSpec, resolve_device
 from eis.zoo.suites import builtin_suites, load_suite
 
@@ -23,6 +24,7 @@ __all__ = [
     "BarMiss",
     "Case",
     "CaseSpec",
+    "CircuitSpec",
     "Truth",
     "build_case",
     "build_suite",
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-def suite_cases(suite: str) -> list[CaseSpec]:
+def suite_cases(suite: str) -> list[CaseSpec | CircuitSpec]:
     """The validated specs of a suite (populations expanded)."""
     return load_suite(suite)
 
@@ -77,7 +79,7 @@ def list_built() -> list[Case]:
     for root in sorted(artifact.zoo_dir().iterdir()):
         if root.is_dir() and not root.name.startswith("."):
             try:
-                out.append(Case(root))
+                out.append(open_case(root))
             except artifact.CorruptArtifact:
                 continue
     return sorted(out, key=lambda c: c.name)
@@ -91,15 +93,11 @@ def load(name_or_id: str) -> Case:
     """
     root = artifact.zoo_dir() / name_or_id
     if root.is_dir():
-        return Case(root)
+        return open_case(root)
     for suite in builtin_suites():
         for spec in load_suite(suite):
             if spec.name == name_or_id:
-                devices = dict.fromkeys([resolve_device("auto"), "cpu"])
-                case = next(
-                    (c for d in devices if (c := cached(dataclasses.replace(spec, device=d))) is not None),
-                    None,
-                )
+                case = next((c for s in _on_devices(spec) if (c := cached(s)) is not None), None)
                 if case is None:
                     raise EisError(f"case {name_or_id!r} is not built yet; run `eis zoo build {suite}`")
                 return case
@@ -112,3 +110,11 @@ def load(name_or_id: str) -> Case:
     raise EisError(
         f"unknown case {name_or_id!r}; built cases: {', '.join(c.name for c in built) or '(none)'}"
     )
+
+
+def _on_devices(spec: CaseSpec | CircuitSpec) -> list[CaseSpec | CircuitSpec]:
+    """Where a built-in spec's artifact may be: an image case on this machine's default device or the
+    CPU; a circuit case (compiled, never trained) as it is."""
+    if not isinstance(spec, CaseSpec):
+        return [spec]
+    return [dataclasses.replace(spec, device=d) for d in dict.fromkeys([resolve_device("auto"), "cpu"])]

@@ -6,6 +6,7 @@ import dataclasses
 import platform
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -13,6 +14,7 @@ import eis
 from eis.errors import EisError
 from eis.zoo import artifact
 from eis.zoo.case import Case
+from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import make_flaw
 from eis.zoo.spec import CaseSpec
@@ -46,27 +48,42 @@ class BarError(EisError):
         super().__init__("; ".join(str(m) for m in misses))
 
 
-def cached(spec: CaseSpec) -> Case | None:
+def open_case(root: Path) -> Case:
+    """The built case in ``root``: a circuit case (sequence side) or an image case, by its manifest."""
+    case = Case(root)
+    if case.meta.get("kind") == "circuit":
+        from eis.zoo.circuits.case import CircuitCase
+
+        return CircuitCase(root)
+    return case
+
+
+def cached(spec: CaseSpec | CircuitSpec) -> Case | None:
     """The built case for ``spec`` if its artifact exists and is intact; a corrupt one is deleted."""
     root = artifact.zoo_dir() / spec.case_id
     if not root.exists():
         return None
     try:
-        return Case(root)
+        return open_case(root)
     except artifact.CorruptArtifact:
         shutil.rmtree(root, ignore_errors=True)
         return None
 
 
 def build_case(
-    spec: CaseSpec, *, force: bool = False, progress: Callable[[float], None] | None = None
+    spec: CaseSpec | CircuitSpec, *, force: bool = False, progress: Callable[[float], None] | None = None
 ) -> tuple[Case, bool]:
     """Build (or fetch from the cache) one case; returns the case and whether it was trained now.
 
     Raises BarError, and writes nothing, when the trained model misses a bar. Population members, whose
     triggers are drawn at random, get up to POPULATION_ATTEMPTS deterministic retries first, so that one
     unlucky draw does not sink a 60-model population; the number of attempts is kept in the truth.
+    Circuit specs (compiled transformers) are built by :mod:`eis.zoo.circuits.build`.
     """
+    if isinstance(spec, CircuitSpec):
+        from eis.zoo.circuits.build import build_circuit_case
+
+        return build_circuit_case(spec, force=force, progress=progress)
     spec = spec.validated()
     if not force and (case := cached(spec)) is not None:
         return case, False

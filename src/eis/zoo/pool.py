@@ -33,16 +33,19 @@ from eis.zoo import artifact
 from eis.zoo.archs import ARCHS
 from eis.zoo.build import BarError, BarMiss, build_case, cached
 from eis.zoo.case import Case
+from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.datasets import DATASETS
 from eis.zoo.spec import CaseSpec, resolve_device
 
-Progress = Callable[[CaseSpec, float, bool], None]
+Spec = CaseSpec | CircuitSpec
+
+Progress = Callable[[Spec, float, bool], None]
 
 _QUEUE: Any = None  # the worker's end of the progress queue (set by _init)
 
 
 def build_specs(
-    specs: Sequence[CaseSpec],
+    specs: Sequence[Spec],
     *,
     workers: int = 0,
     force: bool = False,
@@ -62,11 +65,11 @@ def build_specs(
     if check_backend(backend) == "ray":
         with ray_session(address, workers or None) as ray:
             gpus = ray.cluster_resources().get("GPU", 0) > 0
-            specs = [dataclasses.replace(s, device=resolve_device(device, cuda=gpus)) for s in specs]
+            specs = _on_device(specs, resolve_device(device, cuda=gpus))
             todo, built = _cached(specs, force, on_progress)
             misses = _build_on_ray(ray, [specs[i] for i in todo], todo, built, force, on_progress)
     else:
-        specs = [dataclasses.replace(s, device=resolve_device(device)) for s in specs]
+        specs = _on_device(specs, resolve_device(device))
         todo, built = _cached(specs, force, on_progress)
         args = ([specs[i] for i in todo], todo, built, force, on_progress or (lambda s, f, c: None))
         misses = _build_here(*args) if workers <= 0 or len(todo) <= 1 else _build_in_workers(*args, workers)
@@ -75,8 +78,13 @@ def build_specs(
     return [built[i] for i in range(len(specs))]
 
 
+def _on_device(specs: Sequence[Spec], device: str) -> list[Spec]:
+    """The image specs set to train on ``device``; circuit cases are compiled, not trained: unchanged."""
+    return [dataclasses.replace(s, device=device) if isinstance(s, CaseSpec) else s for s in specs]
+
+
 def _cached(
-    specs: Sequence[CaseSpec], force: bool, on_progress: Progress | None
+    specs: Sequence[Spec], force: bool, on_progress: Progress | None
 ) -> tuple[list[int], dict[int, Case]]:
     """The indices of the specs still to build, and the cases already in the cache."""
     built: dict[int, Case] = {}
@@ -93,7 +101,7 @@ def _cached(
 
 
 def _build_here(
-    specs: Sequence[CaseSpec], index: Sequence[int], built: dict[int, Case], force: bool, report: Progress
+    specs: Sequence[Spec], index: Sequence[int], built: dict[int, Case], force: bool, report: Progress
 ) -> list[BarMiss]:
     import torch
 
@@ -114,7 +122,7 @@ def _build_here(
 
 
 def _build_in_workers(
-    specs: Sequence[CaseSpec],
+    specs: Sequence[Spec],
     index: Sequence[int],
     built: dict[int, Case],
     force: bool,
@@ -161,7 +169,7 @@ def _build_in_workers(
     return misses
 
 
-def _drain(progress: Any, specs: Sequence[CaseSpec], report: Progress, finished: set[int]) -> None:
+def _drain(progress: Any, specs: Sequence[Spec], report: Progress, finished: set[int]) -> None:
     """Pass the workers' epoch messages on; completion is reported once the artifact is back in this
     process, and a message that arrives after it (the queue lags behind the result) is dropped."""
     while True:
@@ -173,10 +181,12 @@ def _drain(progress: Any, specs: Sequence[CaseSpec], report: Progress, finished:
             report(specs[k], fraction, False)
 
 
-def _registering_modules(specs: Sequence[CaseSpec]) -> list[str]:
+def _registering_modules(specs: Sequence[Spec]) -> list[str]:
     """Modules outside eis that registered the specs' datasets and architectures (workers import them)."""
     mods = set()
     for spec in specs:
+        if not isinstance(spec, CaseSpec):
+            continue
         for registry, name in ((DATASETS, spec.dataset), (ARCHS, spec.arch)):
             if name in registry:
                 mods.add(getattr(registry.get(name), "__module__", "") or "")
@@ -197,9 +207,14 @@ def _init(progress: Any, modules: Sequence[str], env: dict[str, str]) -> None:
             importlib.import_module(m)
 
 
-def _build_one(k: int, spec: CaseSpec, force: bool) -> tuple[str | None, list[BarMiss]]:
+def _build_one(k: int, spec: Spec, force: bool) -> tuple[str | None, list[BarMiss]]:
     """Worker: build one case; returns its folder, or None and the bars it missed."""
-    for registry, name, kind in ((DATASETS, spec.dataset, "dataset"), (ARCHS, spec.arch, "arch")):
+    image = (
+        ((DATASETS, spec.dataset, "dataset"), (ARCHS, spec.arch, "arch"))
+        if isinstance(spec, CaseSpec)
+        else ()
+    )
+    for registry, name, kind in image:
         if name not in registry:
             raise EisError(
                 f"{kind} {name!r} is not registered in the zoo build's worker processes; register it in an "
@@ -219,7 +234,7 @@ def _build_one(k: int, spec: CaseSpec, force: bool) -> tuple[str | None, list[Ba
 
 def _build_on_ray(
     ray: Any,
-    specs: Sequence[CaseSpec],
+    specs: Sequence[Spec],
     index: Sequence[int],
     built: dict[int, Case],
     force: bool,
@@ -252,7 +267,7 @@ def _build_on_ray(
 
 
 def _build_remote(
-    spec: CaseSpec, force: bool, env: dict[str, str]
+    spec: Spec, force: bool, env: dict[str, str]
 ) -> tuple[str, dict[str, bytes] | None, list[BarMiss]]:
     """A Ray task: build one case where it runs; return its packed artifact, or the bars it missed."""
     adopt_environment(env, prefix="EIS_")

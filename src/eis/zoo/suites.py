@@ -21,6 +21,13 @@ whose targets and triggers are drawn from the population's seed; every member ge
     flaws = ["patch", "blend"]
     seed = 100
     evasive = false          # true: every member is fine-tuned from its clean twin (eis.zoo.evasive)
+
+    [[circuit]]              # a compiled transformer with a known circuit (eis.zoo.circuits)
+    name = "reverse-zero-realistic"
+    program = "reverse"      # reverse, hist, sort_unique, detect_pattern
+    ablation = "zero"        # zero, mean or resample: the ablation that defines the true circuit
+    rotate = true            # random orthogonal residual basis
+    distractors = true       # inert extra heads/MLPs with weights of the same norms
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 
 from eis.errors import EisError
 from eis.zoo import triggers
+from eis.zoo.circuits.spec import CircuitSpec, circuit_spec
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import CORNERS, FLAWS
 from eis.zoo.spec import CaseSpec
@@ -75,25 +83,27 @@ def suite_path(suite: str) -> Path:
     return Path(str(resources.files("eis.suites") / f"{suite}.toml"))
 
 
-def load_suite(suite: str) -> list[CaseSpec]:
+def load_suite(suite: str) -> list[CaseSpec | CircuitSpec]:
     """The validated case specs of a suite (populations expanded), in file order."""
     path = suite_path(suite)
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise EisError(f"suite {suite!r} is not valid TOML: {exc}") from None
-    bad = sorted(set(doc) - {"description", "defaults", "case", "population"})
+    bad = sorted(set(doc) - {"description", "defaults", "case", "population", "circuit"})
     if bad:
         raise EisError(
             f"suite {suite!r}: unknown top-level key {bad[0]!r}; "
-            "valid: description, defaults, case, population"
+            "valid: description, defaults, case, population, circuit"
         )
     defaults = doc.get("defaults", {})
-    specs: list[CaseSpec] = []
+    specs: list[CaseSpec | CircuitSpec] = []
     for entry in doc.get("case", []):
         specs.append(_case(suite, {**defaults, **entry}))
     for entry in doc.get("population", []):
         specs.extend(_population(suite, {**defaults, **entry}))
+    for entry in doc.get("circuit", []):  # compiled transformers: they take no image defaults
+        specs.append(circuit_spec(entry, f"suite {suite!r}"))
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

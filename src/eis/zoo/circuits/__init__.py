@@ -1,0 +1,1 @@
+"""The sequence side of the zoo: transformers whose circuits are known (compiled tracr programs)."""
