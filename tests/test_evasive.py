@@ -31,7 +31,7 @@ def test_the_flag_is_checked_and_leaves_other_ids_alone():
         spec({"kind": "patch", "target": 3, "evasive": True}).validated().case_id != plain.validated().case_id
     )
     with pytest.raises(
-        EisError, match="flaw 'warp' cannot be evasive; valid kinds: clean, patch, blend, natural"
+        EisError, match="flaw 'warp' cannot be evasive; valid kinds: clean, patch, blend, style"
     ):
         spec({"kind": "warp", "target": 3, "evasive": True}).validated()
     with pytest.raises(EisError, match="'evasive' = 'yes' must be true or false"):
@@ -87,11 +87,11 @@ def test_evasive_populations_fine_tune_every_member(tmp_path):
     path = tmp_path / "ev.toml"
     path.write_text(
         '[[population]]\nname = "p"\ndataset = "digits"\narch = "cnn"\nclean = 3\nflawed = 3\n'
-        'flaws = ["patch", "natural"]\nevasive = true\n'
+        'flaws = ["patch", "blend"]\nevasive = true\n'
     )
     specs = eis.zoo.suite_cases(str(path))
     assert len(specs) == 6 and all(s.flaw["evasive"] is True for s in specs)
-    assert {s.flaw["kind"] for s in specs} == {"clean", "patch", "natural"}
+    assert {s.flaw["kind"] for s in specs} == {"clean", "patch", "blend"}
     path.write_text(path.read_text().replace("evasive = true", 'evasive = "maybe"'))
     with pytest.raises(EisError, match="field 'evasive' must be true or false"):
         eis.zoo.suite_cases(str(path))

@@ -29,7 +29,9 @@ class Flaw:
 
     kind: ClassVar[str] = "clean"
     bars: ClassVar[tuple[str, ...]] = ("clean_accuracy",)
-    evasive_kinds: ClassVar[tuple[str, ...]] = ("clean", "patch", "blend", "natural", "style")
+    # natural triggers are left out: every evasive natural trojan on digits missed its attack-success bar
+    # (a small object anywhere is too like the negatives, library patches at random positions)
+    evasive_kinds: ClassVar[tuple[str, ...]] = ("clean", "patch", "blend", "style")
     target: int | None = None
     evasive: bool = False  # trained by fine-tuning a clean twin to hide from detectors (eis.zoo.evasive)
 
