@@ -17,6 +17,7 @@ BENCHMARKS = {
     "faithfulness": ["bench_faithfulness.py"],
     "nc": ["bench_neural_cleanse.py"],
     "synthesis": ["bench_synthesis.py"],
+    "repair": ["bench_repair.py"],
 }
 
 

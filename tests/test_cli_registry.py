@@ -19,7 +19,7 @@ def test_tools_lists_every_registered_tool_and_marks_controls():
 def test_tools_rejects_an_unknown_family():
     result = CliRunner().invoke(app, ["tools", "--family", "vision"])
     assert result.exit_code == 2
-    assert "unknown family 'vision'; valid: attribution, detection, synthesis" in result.output
+    assert "unknown family 'vision'; valid: attribution, detection, repair, synthesis" in result.output
 
 
 def test_tracks_lists_the_five_tracks():

@@ -6,6 +6,8 @@ Every registered attribution tool must pass :func:`check_tool`; so can yours::
     report = check_tool("saliency")            # or an AttributionTool instance
     print(report)                              # which checks ran, what was refused and why
 
+Repair methods have their own check, :func:`check_repair_tool` (same report, same spirit).
+
 A violation raises ``AssertionError`` naming the tool, the setting (arch, input shape) and the check.
 A tool may refuse an architecture or batch size it cannot handle correctly by raising
 :class:`eis.errors.ToolRefusal` with a non-empty message; the refusal is recorded in the report.

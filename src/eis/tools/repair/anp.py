@@ -87,7 +87,7 @@ class ANP(RepairTool):
     name: ClassVar[str] = "anp"
     summary: ClassVar[str] = "prune neurons most sensitive to adversarial perturbation (Wu & Wang 2021)"
 
-    steps: int = 100
+    steps: int = 60
     eps: float = 0.4
     alpha: float = 0.2
     anp_steps: int = 1
