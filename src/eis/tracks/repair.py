@@ -118,6 +118,8 @@ class RepairTrack(Track):
             detection = cached_detection(case.id, detector, model, xb, yb, case.num_classes, idx)
             extras["detect_s"] = time.perf_counter() - t0
             extras["detection"] = {"score": detection.score, "target": detection.target}
+            if detection.mask is not None:  # the recovered trigger's size, for the patch-vs-blend question
+                extras["detection"]["mask_l1"] = float(detection.mask.abs().sum())
             if detection.mask is not None and detection.pattern is not None:
                 gallery["recovered_mask"] = detection.mask.float().clamp(0, 1).numpy()
                 gallery["recovered_pattern"] = detection.pattern.float().clamp(0, 1).numpy()

@@ -32,6 +32,8 @@ def before_after_scatter(rows: pd.DataFrame, columns: int = 4) -> Figure | None:
             panels.append((f"{tool} (control)" if bool(g["control"].any()) else str(tool), pts))
     if not panels:
         return None
+    lowest = min(min(p[1], p[3]) for _, pts in panels for p in pts)
+    left = max(0.0, min(0.9, lowest) - 0.03)  # accuracies sit near the top: zoom in, the same for every panel
     ncol = min(columns, len(panels))
     nrow = -(-len(panels) // ncol)
     fig = Figure(figsize=(3.2 * ncol, 3.0 * nrow))
@@ -45,7 +47,7 @@ def before_after_scatter(rows: pd.DataFrame, columns: int = 4) -> Figure | None:
             ax.annotate("", xy=(a1, s1), xytext=(a0, s0), arrowprops={"arrowstyle": "->", "color": colour})
             ax.scatter([a1], [s1], s=14, color=colour)
         ax.set_title(title, fontsize=9)
-        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlim(left, 1.005)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("C-ACC", fontsize=8)
         ax.set_ylabel("ASR", fontsize=8)
