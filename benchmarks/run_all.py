@@ -19,6 +19,7 @@ BENCHMARKS = {
     "synthesis": ["bench_synthesis.py"],
     "population": ["bench_population_training.py"],
     "circuits": ["bench_circuits.py"],
+    "repair": ["bench_repair.py"],
 }
 
 

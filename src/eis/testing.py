@@ -6,6 +6,8 @@ Every registered attribution and circuit tool must pass :func:`check_tool`; so c
     report = check_tool("saliency")            # or an AttributionTool instance
     print(report)                              # which checks ran, what was refused and why
 
+Repair methods have their own check, :func:`check_repair_tool` (same report, same spirit).
+
 A violation raises ``AssertionError`` naming the tool, the setting (arch, input shape) and the check.
 A tool may refuse an architecture or batch size it cannot handle correctly by raising
 :class:`eis.errors.ToolRefusal` with a non-empty message; the refusal is recorded in the report.
@@ -348,3 +350,98 @@ def _check_bad_circuit_inputs(tool: CircuitTool, task: CircuitTask) -> None:
             raise AssertionError(f"{where}: model in train mode: no error raised, expected EisError")
     finally:
         task.model.eval()
+
+
+#: (arch, channels, side) settings every repair method is checked on.
+REPAIR_SETTINGS: tuple[tuple[str, int, int], ...] = (("cnn", 1, 16), ("resnet", 3, 32))
+
+
+def check_repair_tool(
+    tool_or_name: Any,
+    settings: dict[str, Any] | None = None,
+    *,
+    cases: Sequence[tuple[str, int, int]] = REPAIR_SETTINGS,
+    n: int = 12,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> ToolReport:
+    """Check a repair method against the contract of ``eis.tools.repair.base``; raise AssertionError on a
+    violation. Checks: the input model and budget stay unchanged; the result is a ``Repaired`` holding a
+    model of the same class, state-dict keys and shapes, finite weights, eval mode, on the input's device;
+    two calls give the same weights; an empty or mislabelled budget raises a one-line EisError; a method
+    that needs a detection refuses a missing one (EisError) and an unflagged one (NotApplicable)."""
+    from eis.tools.detection.base import Detection
+    from eis.tools.repair.base import NotApplicable, Repaired, RepairTool
+
+    tool = make_tool(tool_or_name, **(settings or {})) if isinstance(tool_or_name, str) else tool_or_name
+    if not isinstance(tool, RepairTool):
+        raise EisError(f"check_repair_tool checks repair methods, got {type(tool).__name__}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    report = ToolReport(tool.name or type(tool).__name__)
+    gen = torch.Generator().manual_seed(seed)
+    needs = tool.detector_tool() is not None
+    for arch, c, side in cases:
+        where = f"{report.tool} on {arch} {c}x{side}x{side}"
+        model = contract_model(arch, c, side, seed).to(dev)
+        x = torch.rand((n, c, side, side), generator=gen).to(dev)
+        y = (torch.arange(n) % NUM_CLASSES).to(dev)
+        det = None
+        if needs:
+            mask = torch.zeros(side, side)
+            mask[-4:, -4:] = 1
+            det = Detection(score=10.0, target=0, mask=mask, pattern=torch.ones(c, side, side))
+        outs = []
+        try:
+            for _ in range(2):
+                x0, y0 = x.clone(), y.clone()
+                with _unchanged(model, where):
+                    out = tool.repair(model, x, y, NUM_CLASSES, detection=det)
+                _assert(torch.equal(x, x0) and torch.equal(y, y0), f"{where}: the budget was modified")
+                outs.append(out)
+        except ToolRefusal as e:
+            _assert(str(e).strip(), f"{where}: ToolRefusal with an empty message")
+            report.refusals[where] = str(e)
+            continue
+        out = outs[0]
+        _assert(isinstance(out, Repaired), f"{where}: returned {type(out).__name__}, not Repaired")
+        _assert(type(out.model) is type(model), f"{where}: returned a {type(out.model).__name__}")
+        a, b = model.state_dict(), out.model.state_dict()
+        _assert(
+            a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a),
+            f"{where}: the repaired state dict differs in keys or shapes",
+        )
+        _assert(out.model is not model, f"{where}: returned the input model itself, not a copy")
+        _assert(
+            all(torch.isfinite(v).all() for v in b.values() if v.is_floating_point()),
+            f"{where}: non-finite weights",
+        )
+        _assert(not any(m.training for m in out.model.modules()), f"{where}: repaired model not in eval mode")
+        _assert(all(v.device == dev for v in b.values()), f"{where}: repaired model not on {dev}")
+        again = outs[1].model.state_dict()
+        _assert(all(torch.equal(b[k], again[k]) for k in b), f"{where}: two calls with the same seed differ")
+        report.passed += [f"{where} contract", f"{where} deterministic", f"{where} no side effects"]
+        bad = {"empty budget": (x[:0], y[:0]), "labels of the wrong length": (x, y[:-1])}
+        bad["label out of range"] = (x, torch.full_like(y, NUM_CLASSES))
+        for what, (xb, yb) in bad.items():
+            _expect_repair_error(tool, (model, xb, yb, NUM_CLASSES), det, what, where)
+        if needs:
+            _expect_repair_error(tool, (model, x, y, NUM_CLASSES), None, "missing detection", where)
+            quiet = Detection(score=0.0, target=0, mask=det.mask, pattern=det.pattern)  # type: ignore[union-attr]
+            try:
+                tool.repair(model, x, y, NUM_CLASSES, detection=quiet)
+                raise AssertionError(f"{where}: an unflagged detection did not raise NotApplicable")
+            except NotApplicable as e:
+                _assert(str(e).strip() and "\n" not in str(e), f"{where}: NotApplicable message not one line")
+        report.passed.append(f"{where} bad inputs raise EisError")
+    return report
+
+
+def _expect_repair_error(tool: Any, args: tuple, det: Any, what: str, where: str) -> None:
+    try:
+        tool.repair(*args, detection=det)
+    except EisError as e:
+        _assert(str(e).strip() and "\n" not in str(e), f"{where}: {what}: EisError message not one line")
+        return
+    except Exception as e:  # noqa: BLE001 - any other exception is the violation we report
+        raise AssertionError(f"{where}: {what}: raised {type(e).__name__} ({e}), expected EisError") from None
+    raise AssertionError(f"{where}: {what}: no error raised, expected EisError")

@@ -17,7 +17,7 @@ from torch import nn
 from eis.errors import EisError
 from eis.registry import Registry
 
-FAMILIES = ("attribution", "detection", "synthesis", "circuits")
+FAMILIES = ("attribution", "detection", "synthesis", "circuits", "repair")
 
 
 @dataclasses.dataclass

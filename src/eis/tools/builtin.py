@@ -10,6 +10,10 @@ import eis.tools.detection.baselines  # noqa: F401
 import eis.tools.detection.mntd  # noqa: F401
 import eis.tools.detection.neural_cleanse  # noqa: F401
 import eis.tools.detection.strip  # noqa: F401
+import eis.tools.repair.anp  # noqa: F401  (trojan removal)
+import eis.tools.repair.finetune  # noqa: F401
+import eis.tools.repair.pruning  # noqa: F401
+import eis.tools.repair.unlearning  # noqa: F401
 import eis.tools.synthesis.adversarial_patch  # noqa: F401  (feature synthesis)
 import eis.tools.synthesis.controls  # noqa: F401
 import eis.tools.synthesis.feature_adversary  # noqa: F401

@@ -7,5 +7,6 @@ def load_builtin_tracks() -> None:
     import eis.tracks.detect  # noqa: F401
     import eis.tracks.faithfulness  # noqa: F401
     import eis.tracks.localize  # noqa: F401
+    import eis.tracks.repair  # noqa: F401
     import eis.tracks.sanity  # noqa: F401
     import eis.tracks.synthesize  # noqa: F401

@@ -1,0 +1,95 @@
+"""``eis repair``: remove a trojan from an engineer's own model; write the repaired weights and a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from eis.cli import app
+from eis.cli.common import console, user_errors
+from eis.errors import EisError
+
+
+def _json_object(text: str | None, what: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise EisError(f"{what} must be a JSON object; got {text!r}")
+    return value
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise EisError(f"{what} must be comma-separated numbers, one per channel; got {text!r}") from None
+
+
+@app.command()
+@user_errors
+def repair(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help=".safetensors weights, TorchScript, .pt2."),
+    data: Path = typer.Option(
+        ..., "--data", help="Clean labelled examples: image folder, .safetensors, .npz."
+    ),
+    out: Path = typer.Option(Path("eis-repair"), "--out", help="Folder for the weights, repair.html/json."),
+    arch: str = typer.Option(
+        None, "--arch", help="Factory: package.module:function or path/to/file.py:function."
+    ),
+    arch_kwargs: str = typer.Option(None, "--arch-kwargs", help="JSON keyword arguments for the factory."),
+    method: str = typer.Option(
+        "auto", "--method", help="Repair method (eis tools --family repair), or auto: by what NC finds."
+    ),
+    settings: str = typer.Option(None, "--settings", help='JSON settings of the method, e.g. {"epochs": 5}.'),
+    validation: float = typer.Option(0.2, "--validation", help="Share of the data held out for the report."),
+    nc_steps: int = typer.Option(100, "--nc-steps", min=1, help="Neural Cleanse steps."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole model."),
+    mean: str = typer.Option(None, "--mean", help="Per-channel normalisation mean, e.g. 0.5,0.5,0.5."),
+    std: str = typer.Option(None, "--std", help="Per-channel normalisation std."),
+    size: int = typer.Option(None, "--size", min=1, help="Resize images to SIZE x SIZE."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Repair MODEL with part of --data; write DIR/repaired.safetensors, DIR/repair.html and repair.json."""
+    import torch
+
+    import eis.repair
+    from eis.usermodel import Normalized, load_examples, load_model, save_weights
+
+    torch.manual_seed(seed)
+    model = load_model(
+        model_path, arch, _json_object(arch_kwargs, "--arch-kwargs"), trust_pickle=trust_pickle
+    )
+    m, s = _floats(mean, "--mean"), _floats(std, "--std")
+    if (m is None) != (s is None):
+        raise EisError("--mean and --std go together; give both or neither")
+    if m is not None:
+        model = Normalized(model, m, s)
+    x, y, _ = load_examples(data, size=size)
+    assert y is not None
+    with console.status(f"repairing with {method} ..."):
+        repaired, report = eis.repair.repair(
+            model,
+            x,
+            y,
+            method=method,
+            settings=_json_object(settings, "--settings"),
+            validation=validation,
+            detector_steps=nc_steps,
+            seed=seed,
+        )
+    page, js = report.write(out)
+    weights = Path(out).expanduser() / "repaired.safetensors"
+    save_weights(eis.repair.unwrap(repaired), weights)
+    for line in report.summary():
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(
+        f"repaired weights written to {weights.resolve()}; report {page.name}, {js.name}", highlight=False
+    )
