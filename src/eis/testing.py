@@ -70,7 +70,7 @@ def contract_model(arch: str, channels: int, side: int, seed: int = 0) -> nn.Mod
 
 
 def check_tool(
-    tool_or_name: AttributionTool | CircuitTool | str,
+    tool_or_name: Any,
     settings: dict[str, Any] | None = None,
     *,
     cases: Sequence[tuple[str, int, int]] = DEFAULT_SETTINGS,
@@ -78,16 +78,22 @@ def check_tool(
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> ToolReport:
-    """Check an attribution tool against the contract; return a report, raise AssertionError on a violation.
+    """Check a tool against its family's contract; return a report, raise AssertionError on a violation.
+
+    Circuit tools go to :func:`check_circuit_tool`, repair methods to :func:`check_repair_tool`.
 
     ``settings`` are passed to :func:`eis.tools.base.make_tool` when a name is given (e.g. small
     ``n_samples`` to keep a test fast). ``cases`` are (arch, channels, side) triples.
     """
+    from eis.tools.repair.base import RepairTool
+
     tool = make_tool(tool_or_name, **(settings or {})) if isinstance(tool_or_name, str) else tool_or_name
     if isinstance(tool, CircuitTool):
         return check_circuit_tool(tool, seed=seed, device=device)
+    if isinstance(tool, RepairTool):
+        return check_repair_tool(tool, seed=seed, device=device)
     if not isinstance(tool, AttributionTool):
-        raise EisError(f"check_tool checks attribution and circuit tools, got {type(tool).__name__}")
+        raise EisError(f"check_tool checks attribution, circuit and repair tools, got {type(tool).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     report = ToolReport(tool.name or type(tool).__name__)
     gen = torch.Generator().manual_seed(seed)
