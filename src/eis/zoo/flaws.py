@@ -29,8 +29,8 @@ class Flaw:
 
     kind: ClassVar[str] = "clean"
     bars: ClassVar[tuple[str, ...]] = ("clean_accuracy",)
-    # natural triggers are left out: every evasive natural trojan on digits missed its attack-success bar
-    # (a small object anywhere is too like the negatives, library patches at random positions)
+    # natural triggers are left out: all 8 evasive natural trojans tried on digits missed the attack-success
+    # bar (3 of the same 8 trained plainly did too); a small object anywhere is too like the negatives
     evasive_kinds: ClassVar[tuple[str, ...]] = ("clean", "patch", "blend", "style")
     target: int | None = None
     evasive: bool = False  # trained by fine-tuning a clean twin to hide from detectors (eis.zoo.evasive)
