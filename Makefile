@@ -20,7 +20,7 @@ demo: $(STAMP)
 ## test: the whole test suite (installs Debian chromium for the browser test when missing)
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/pytest -n 2 --dist loadgroup -q
+	$(VENV)/bin/pytest -n 2 -q
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || bash scripts/install-chromium.sh

@@ -15,8 +15,6 @@ from eis.results import load
 from eis.runner import run_benchmark
 from eis.zoo import artifact
 
-pytestmark = pytest.mark.xdist_group("ray")  # one local cluster per test worker process, started once
-
 TESTS = Path(__file__).resolve().parent
 
 
