@@ -154,3 +154,16 @@ def test_cli_build_in_workers_reports_plain_progress(tmp_path, monkeypatch):
     lines = [line for line in result.output.splitlines() if line.startswith(f"zoo {suite}")]
     assert lines[0].startswith(f"zoo {suite}: 0/3") and lines[-1].startswith(f"zoo {suite}: 3/3")
     assert "built 3 cases" in result.output
+
+
+def test_parallel_build_returns_circuit_cases_as_circuit_cases(tmp_path, monkeypatch):
+    from eis.zoo.circuits.case import CircuitCase
+
+    suite = tmp_path / "mixed.toml"
+    suite.write_text(SUITE + '\n[[circuit]]\nname = "par-reverse"\nprogram = "reverse"\nablation = "zero"\n')
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    for attempt in range(2):  # built in the workers, then from the cache
+        cases = eis.zoo.build_suite(str(suite), workers=2, device="cpu")
+        circuit = cases[-1]
+        assert isinstance(circuit, CircuitCase), attempt
+        assert circuit.truth() is not None and not isinstance(cases[0], CircuitCase)

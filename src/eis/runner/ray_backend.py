@@ -196,6 +196,6 @@ def _local_case(case: Any, files: dict[str, bytes] | None) -> Any:
     if files is None or case is None or case.root.is_dir():
         return case
     from eis.zoo import artifact
-    from eis.zoo.case import Case
+    from eis.zoo.build import open_case
 
-    return Case(artifact.unpack(case.id, files))
+    return open_case(artifact.unpack(case.id, files))

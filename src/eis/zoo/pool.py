@@ -31,7 +31,7 @@ from eis.workers import (
 )
 from eis.zoo import artifact
 from eis.zoo.archs import ARCHS
-from eis.zoo.build import BarError, BarMiss, build_case, cached
+from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case
 from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.datasets import DATASETS
@@ -154,7 +154,7 @@ def _build_in_workers(
                 if root is None:
                     misses.extend(case_misses)
                 else:
-                    built[index[k]] = Case(Path(root))
+                    built[index[k]] = open_case(Path(root))
                     report(specs[k], 1.0, False)
         _drain(progress, specs, report, finished_specs)
         finished = True
@@ -260,7 +260,7 @@ def _build_on_ray(
         if files is None:
             misses.extend(case_misses)
             continue
-        built[index[k]] = Case(artifact.unpack(case_id, files))
+        built[index[k]] = open_case(artifact.unpack(case_id, files))
         if on_progress:
             on_progress(specs[k], 1.0, False)
     return misses
