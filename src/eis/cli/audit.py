@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, floats, json_object, user_errors
 from eis.errors import EisError
-
-
-def _floats(text: str | None, what: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise EisError(f"{what} must be comma-separated numbers, one per channel; got {text!r}") from None
 
 
 @app.command()
@@ -57,14 +47,8 @@ def audit(
     from eis.usermodel import Normalized, load_examples, load_model
 
     torch.manual_seed(seed)
-    try:
-        kwargs = json.loads(arch_kwargs) if arch_kwargs else None
-    except ValueError:
-        raise EisError(f"--arch-kwargs must be a JSON object; got {arch_kwargs!r}") from None
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise EisError(f"--arch-kwargs must be a JSON object; got {arch_kwargs!r}")
-    model = load_model(model_path, arch, kwargs, trust_pickle=trust_pickle)
-    m, s = _floats(mean, "--mean"), _floats(std, "--std")
+    model = load_model(model_path, arch, json_object(arch_kwargs, "--arch-kwargs"), trust_pickle=trust_pickle)
+    m, s = floats(mean, "--mean"), floats(std, "--std")
     if (m is None) != (s is None):
         raise EisError("--mean and --std go together; give both or neither")
     if m is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -42,3 +43,26 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def json_object(text: str | None, what: str) -> dict | None:
+    """Parse an option holding a JSON object (None when not given); anything else is a one-line error."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise EisError(f"{what} must be a JSON object; got {text!r}")
+    return value
+
+
+def floats(text: str | None, what: str) -> list[float] | None:
+    """Parse an option holding comma-separated numbers, one per channel (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise EisError(f"{what} must be comma-separated numbers, one per channel; got {text!r}") from None

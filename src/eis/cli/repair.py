@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, floats, json_object, user_errors
 from eis.errors import EisError
-
-
-def _json_object(text: str | None, what: str) -> dict | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise EisError(f"{what} must be a JSON object; got {text!r}")
-    return value
-
-
-def _floats(text: str | None, what: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise EisError(f"{what} must be comma-separated numbers, one per channel; got {text!r}") from None
 
 
 @app.command()
@@ -64,10 +42,8 @@ def repair(
     from eis.usermodel import Normalized, load_examples, load_model, save_weights
 
     torch.manual_seed(seed)
-    model = load_model(
-        model_path, arch, _json_object(arch_kwargs, "--arch-kwargs"), trust_pickle=trust_pickle
-    )
-    m, s = _floats(mean, "--mean"), _floats(std, "--std")
+    model = load_model(model_path, arch, json_object(arch_kwargs, "--arch-kwargs"), trust_pickle=trust_pickle)
+    m, s = floats(mean, "--mean"), floats(std, "--std")
     if (m is None) != (s is None):
         raise EisError("--mean and --std go together; give both or neither")
     if m is not None:
@@ -80,7 +56,7 @@ def repair(
             x,
             y,
             method=method,
-            settings=_json_object(settings, "--settings"),
+            settings=json_object(settings, "--settings"),
             validation=validation,
             detector_steps=nc_steps,
             seed=seed,
