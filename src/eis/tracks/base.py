@@ -9,6 +9,8 @@ rows, so the report needs only the store.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -100,3 +102,40 @@ def register_track(cls: type[Track]) -> type[Track]:
     """Class decorator: register a track under ``cls.name``."""
     TRACKS.register(cls.name, cls)
     return cls
+
+
+# -- helpers the tracks share for cell extras and stored rows ---------------------------------------------
+def jsonable(value: Any) -> Any:
+    """Plain JSON types for a cell's extras (tensors and numpy scalars unwrapped; non-finite floats: None)."""
+    import torch
+
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return jsonable(value.detach().cpu().tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def stored_dict(value: Any) -> dict:
+    """A stored dict column value (a dict, or JSON text when the store serialised it; empty: {})."""
+    if isinstance(value, str):
+        return json.loads(value) if value else {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def fill_flaw(rows: pd.DataFrame) -> pd.DataFrame:
+    """A failed cell may carry no flaw kind; take it from another cell of the same case where known.
+
+    Cells whose flaw stays unknown count only in the pooled "all" rows.
+    """
+    flaw = rows["flaw"].fillna("").astype(str)
+    known = dict(zip(rows["case_id"][flaw != ""], flaw[flaw != ""], strict=True))
+    rows = rows.copy()
+    rows["flaw"] = [f or known.get(c, "") for c, f in zip(rows["case_id"], flaw, strict=True)]
+    return rows

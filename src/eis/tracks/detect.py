@@ -24,7 +24,6 @@ bootstrap of the difference).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,7 +34,7 @@ from eis.cache import cached_state
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, ci_columns, verdict
 from eis.tools.detection.base import Detection, DetectionTool
-from eis.tracks.base import CellResult, Track, register_track
+from eis.tracks.base import CellResult, Track, jsonable, register_track, stored_dict
 from eis.tracks.metrics.detection import (
     average_precision,
     detection_ci,
@@ -118,7 +117,7 @@ class DetectTrack(Track):
         det = tool.inspect(model, xt.clone(), yt.clone(), case.num_classes)
         if not isinstance(det, Detection):
             raise EisError(f"tool {tool.name!r} returned {type(det).__name__}, expected a Detection")
-        extras["details"] = _jsonable(det.details)
+        extras["details"] = jsonable(det.details)
         extras["flagged_target"] = det.target
         if tool.model_level:
             if not math.isfinite(det.score):
@@ -191,7 +190,7 @@ class DetectTrack(Track):
             x, y = train[0].inputs(split="test")
             tool.fit(models, labels, x[: self.n_inputs], y[: self.n_inputs], train[0].num_classes)
             tensors, meta = tool.get_state()
-            return tensors, _jsonable({**meta, "train_case_ids": ids})
+            return tensors, jsonable({**meta, "train_case_ids": ids})
 
         tensors, meta, _ = cached_state(f"detectors/{tool.name}", key, fit)
         tool.set_state(tensors, meta)
@@ -342,27 +341,6 @@ def _check_trigger(det: Detection, x: torch.Tensor, name: str) -> None:
         raise EisError(f"tool {name!r} returned a non-finite trigger")
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types (non-finite floats become None)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.detach().cpu().tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
-def _as_dict(value: Any) -> dict:
-    if isinstance(value, str):
-        return json.loads(value)
-    return dict(value) if isinstance(value, dict) else {}
-
-
 def _ok(tool_rows: pd.DataFrame) -> list[dict[str, Any]]:
     good = tool_rows[tool_rows["status"] == "ok"]
     return [
@@ -370,7 +348,7 @@ def _ok(tool_rows: pd.DataFrame) -> list[dict[str, Any]]:
             "case_id": str(r["case_id"]),
             "flaw": str(r["flaw"]),
             "label": int(r["_label"]),
-            "scores": _as_dict(r["scores"]),
+            "scores": stored_dict(r["scores"]),
         }
         for _, r in good.iterrows()
     ]

@@ -16,7 +16,6 @@ The rank-based ``auroc`` is reported beside it for readers who want a measure in
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,7 +25,7 @@ import torch
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, ci_columns, paired_bootstrap_ci, verdict
 from eis.tools.base import AttributionTool
-from eis.tracks.base import CellResult, Track, register_track, standalone
+from eis.tracks.base import CellResult, Track, fill_flaw, register_track, standalone, stored_dict
 from eis.tracks.metrics.localization import METRIC_NAMES, REDUCTIONS, localization_metrics, reduce_channels
 
 if TYPE_CHECKING:
@@ -156,7 +155,7 @@ class LocalizeTrack(Track):
         ]  # fmt: skip
         if rows.empty:
             return pd.DataFrame(columns=columns)
-        rows = _fill_flaw(rows)
+        rows = fill_flaw(rows)
         flaws = sorted(str(f) for f in rows["flaw"].unique() if f)
         out: list[dict[str, Any]] = []
         for flaw in [*flaws, "all"]:
@@ -211,23 +210,11 @@ class LocalizeTrack(Track):
         return out
 
 
-def _fill_flaw(rows: pd.DataFrame) -> pd.DataFrame:
-    """A failed cell may carry no flaw kind; take it from another cell of the same case where known.
-
-    Cells whose flaw stays unknown count only in the pooled "all" rows.
-    """
-    flaw = rows["flaw"].fillna("").astype(str)
-    known = dict(zip(rows["case_id"][flaw != ""], flaw[flaw != ""], strict=True))
-    rows = rows.copy()
-    rows["flaw"] = [f or known.get(c, "") for c, f in zip(rows["case_id"], flaw, strict=True)]
-    return rows
-
-
 def _ok_cells(tool_rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """case_id -> {"items": {metric: values}, "inputs": input indices} for the tool's successful cells."""
     out = {}
     for _, r in tool_rows[tool_rows["status"] == "ok"].iterrows():
-        items, extras = _as_dict(r["items"]), _as_dict(r.get("extras", {}))
+        items, extras = stored_dict(r["items"]), stored_dict(r.get("extras", {}))
         if all(m in items for m in METRIC_NAMES):
             out[str(r["case_id"])] = {"items": items, "inputs": extras.get("input_indices")}
     return out
@@ -278,13 +265,6 @@ def _nanmean(values: list[float]) -> float:
 
 def _or(value: float, default: float) -> float:
     return default if math.isnan(value) else value
-
-
-def _as_dict(value: Any) -> dict:
-    """A stored dict column value (a dict, or JSON text when the store serialised it)."""
-    if isinstance(value, str):
-        return json.loads(value)
-    return dict(value) if isinstance(value, dict) else {}
 
 
 def _as_list(value: Any) -> list[int] | None:

@@ -26,8 +26,6 @@ for each non-control method, whether its DER beats clean fine-tuning's on the sa
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,7 +37,7 @@ from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, ci_columns, paired_bootstrap_ci, verdict
 from eis.tools.detection.base import Detection, DetectionTool
 from eis.tools.repair.base import NotApplicable, RepairTool
-from eis.tracks.base import CellResult, Track, register_track, standalone
+from eis.tracks.base import CellResult, Track, fill_flaw, jsonable, register_track, standalone, stored_dict
 from eis.tracks.metrics.repair import der, outcomes
 
 if TYPE_CHECKING:
@@ -137,7 +135,7 @@ class RepairTrack(Track):
         try:
             repaired = tool.repair(model, xb, yb, case.num_classes, detection=detection)
             after_model, applied = repaired.model, True
-            extras["details"] = _jsonable(repaired.details)
+            extras["details"] = jsonable(repaired.details)
         except NotApplicable as exc:
             after_model, applied = model, False
             extras["not_applicable"] = str(exc)
@@ -174,7 +172,7 @@ class RepairTrack(Track):
             rows = rows[rows["track"] == self.name]
         if rows.empty:
             return pd.DataFrame(columns=COLUMNS)
-        rows = _fill_flaw(rows)
+        rows = fill_flaw(rows)
         tools = sorted(str(t) for t in rows["tool"].unique())
         control = {t: bool(rows.loc[rows["tool"] == t, "control"].iloc[0]) for t in tools}
         cells = {t: _ok_cells(rows[rows["tool"] == t]) for t in tools}
@@ -256,7 +254,7 @@ def cached_detection(
         tensors = {}
         if det.mask is not None and det.pattern is not None:
             tensors = {"mask": det.mask.float(), "pattern": det.pattern.float()}
-        return tensors, {"score": det.score, "target": det.target, "details": _jsonable(det.details)}
+        return tensors, {"score": det.score, "target": det.target, "details": jsonable(det.details)}
 
     tensors, notes, _ = cached_state("repair/detections", key, compute)
     score = notes.get("score")
@@ -286,35 +284,6 @@ def _check_same_architecture(before: torch.nn.Module, after: torch.nn.Module, na
         raise EisError(f"repair method {name!r} returned non-finite weights")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.detach().cpu().tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
-def _as_dict(value: Any) -> dict:
-    if isinstance(value, str):
-        return json.loads(value)
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _fill_flaw(rows: pd.DataFrame) -> pd.DataFrame:
-    """A failed cell may carry no flaw kind; take it from another cell of the same case where known."""
-    flaw = rows["flaw"].fillna("").astype(str)
-    known = dict(zip(rows["case_id"][flaw != ""], flaw[flaw != ""], strict=True))
-    rows = rows.copy()
-    rows["flaw"] = [f or known.get(c, "") for c, f in zip(rows["case_id"], flaw, strict=True)]
-    return rows
-
-
 def _in_group(flaws: pd.Series, flaw: str) -> pd.Series:
     return (flaws != "clean") & (flaws != "") if flaw == "all" else flaws == flaw
 
@@ -327,8 +296,8 @@ def _ok_cells(tool_rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
         out[str(r["case_id"])] = {
             "flaw": flaw,
             "trojaned": flaw not in ("clean", ""),
-            "scores": _as_dict(r["scores"]),
-            "items": _as_dict(r["items"]),
+            "scores": stored_dict(r["scores"]),
+            "items": stored_dict(r["items"]),
         }
     return out
 

@@ -22,7 +22,6 @@ chance (1/8) in its own column and a verdict on whether the CI clears it, the ma
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, ci_columns, paired_bootstrap_ci, verdict
 from eis.tools.synthesis.base import SynthesisTool
-from eis.tracks.base import CellResult, Track, register_track, standalone
+from eis.tracks.base import CellResult, Track, register_track, standalone, stored_dict
 from eis.tracks.judge import CHANCE, JUDGED_KINDS, N_OPTIONS, build_question, get_judge
 
 if TYPE_CHECKING:
@@ -270,12 +269,6 @@ def _seeded(tool: SynthesisTool, seed: int) -> SynthesisTool:
     return tool
 
 
-def _as_dict(value: Any) -> dict:
-    if isinstance(value, str):
-        return json.loads(value) if value else {}
-    return dict(value) if isinstance(value, dict) else {}
-
-
 def _cells(rows: pd.DataFrame) -> list[dict[str, Any]]:
     """The ok cells as dicts (failed cells carry no score; they are counted per tool in n_failed)."""
     out = []
@@ -285,8 +278,8 @@ def _cells(rows: pd.DataFrame) -> list[dict[str, Any]]:
                 "case_id": str(r["case_id"]),
                 "tool": str(r["tool"]),
                 "flaw": str(r.get("flaw") or ""),
-                "scores": _as_dict(r["scores"]),
-                "extras": _as_dict(r.get("extras", {})),
+                "scores": stored_dict(r["scores"]),
+                "extras": stored_dict(r.get("extras", {})),
             }
         )
     return out
