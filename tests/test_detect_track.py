@@ -1,7 +1,7 @@
 """The ``detect`` track on a toy detection population (linear digits models, 3x3 white-patch trojans).
 
-Cases implement the zoo's Case API; they are registered as a plugin suite so that the track finds the
-training population the way it does for zoo suites.
+Cases implement the zoo's Case API. Learned detectors get the training population as the cell's partners,
+chosen by the track from the run's cases.
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from eis.errors import EisError
-from eis.runner.plugins import register_suite
 from eis.tools.base import list_tools, make_tool
 from eis.tools.detection.mntd import Mntd
 from eis.tracks import load_builtin_tracks
 from eis.tracks.base import TRACKS, CellResult
 from eis.tracks.detect import DetectTrack
 from eis.tracks.metrics.detection import average_precision, roc_auc
-
-SUITE = "detect-toy"
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +137,7 @@ def _population(role: str, n: int, offset: int) -> list[ToyCase]:
 
 EVAL = _population("eval", 6, 100)
 TRAIN = _population("train", 8, 200)
-register_suite(SUITE, lambda: [*EVAL, *TRAIN], replace=True)
+RUN = [*EVAL, *TRAIN]
 
 
 @pytest.fixture(autouse=True)
@@ -187,20 +184,34 @@ def test_learned_tool_fits_on_train_population_and_caches(
 ) -> None:
     track = DetectTrack(n_inputs=64, n_eval=64)
     tool = make_tool("mntd", steps=30)
-    first = track.run(EVAL[1], tool)
+    partners = track.partners(EVAL[1], RUN, tool)
+    assert partners == tuple(TRAIN)  # the run's cases of the same dataset and arch with role train
+    assert track.partners(EVAL[1], RUN, make_tool("random_scorer")) == ()  # only learned tools get them
+    first = track.run(EVAL[1], tool, partners=partners)
     files = list((eis_home / "detectors" / "mntd").glob("*/weights.safetensors"))
     assert len(files) == 1 and not list((eis_home / "detectors").rglob("*.pkl"))
-    assert track.training_cases(EVAL[1]) == TRAIN  # same dataset and arch, role train
 
     def boom(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("refitted although cached")
 
     monkeypatch.setattr(Mntd, "fit", boom)
-    assert track.run(EVAL[1], tool).scores["score"] == pytest.approx(first.scores["score"])
-    track.run(EVAL[2], tool)  # other eval cells load the same cache
+    assert track.run(EVAL[1], tool, partners=partners).scores["score"] == pytest.approx(first.scores["score"])
+    track.run(EVAL[2], tool, partners=track.partners(EVAL[2], RUN, tool))  # loads the same cache
     orphan = dataclasses.replace(EVAL[3], id="orphan0001", dataset="other")
+    weights = make_tool("weight_stats")
+    assert track.partners(orphan, RUN, weights) == ()
     with pytest.raises(EisError, match="no training population"):
-        track.run(orphan, make_tool("weight_stats"))
+        track.run(orphan, weights)
+
+
+def test_runner_gives_learned_cells_the_runs_training_population() -> None:
+    """A suite given by path works like a built-in one: the partners come from the run's cases."""
+    from eis.runner.cells import expand
+
+    cells = expand(RUN, tools=["weight_stats", "strip"], tracks=["detect"])
+    by_tool = {c.tool: c for c in cells if c.case is EVAL[0]}
+    assert by_tool["weight_stats"].partners == tuple(TRAIN) and by_tool["strip"].partners == ()
+    assert expand(EVAL, tools=["weight_stats"], tracks=["detect"])[0].partners == ()
 
 
 def _row(
@@ -283,7 +294,7 @@ def test_end_to_end_population() -> None:
     for name in ["neural_cleanse", "strip", "mntd", "weight_stats", "random_scorer", "specificity"]:
         tool = make_tool(name, **settings.get(name, {}))
         for i, case in enumerate(EVAL):
-            res = track.run(case, tool)
+            res = track.run(case, tool, partners=track.partners(case, RUN, tool))
             rows.append(_row(name, i, res.flaw, res.scores, control=type(tool).control))
     table = track.summarize(pd.DataFrame(rows))
     head = table[(table.metric == "auroc") & (table.flaw == "all")].set_index("tool")

@@ -263,3 +263,30 @@ def test_learned_detectors(
     fresh = make_tool(name)
     fresh.set_state(*tool.get_state())
     assert [fresh.inspect(m, x, y, 10).score for m in models[10:]] == pytest.approx(scores)
+
+
+def test_weight_stats_reads_layout_free_features_when_architectures_differ() -> None:
+    """A population mixing layouts gets the 20 pooled features; one layout keeps the per-tensor ones."""
+    from eis.tools.detection.baselines import pooled_weight_features
+
+    torch.manual_seed(0)
+    small = [nn.Sequential(nn.Flatten(), nn.Linear(256, 10)) for _ in range(4)]
+    deep = [nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10)) for _ in range(4)]
+    for m in deep[::2] + small[::2]:  # "trojaned": larger weights
+        with torch.no_grad():
+            for p in m.parameters():
+                p.mul_(3)
+    labels = [1, 0, 1, 0]
+    x, y = torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long)
+    tool = make_tool("weight_stats")
+    tool.fit(small + deep, labels + labels, x, y, 10)
+    tensors, meta = tool.get_state()
+    assert meta == {"features": "pooled"} and tensors["coef"].numel() == 20
+    assert pooled_weight_features(deep[0]).shape == (20,)
+    scores = [tool.inspect(m, x, y, 10).score for m in small + deep]
+    assert min(scores[0], scores[2], scores[4], scores[6]) > max(scores[1], scores[3], scores[5], scores[7])
+    fresh = make_tool("weight_stats")
+    fresh.set_state(tensors, meta)
+    assert fresh.inspect(deep[1], x, y, 10).score == pytest.approx(scores[5])
+    tool.fit(small, labels, x, y, 10)
+    assert tool.get_state()[1] == {"features": "per_tensor"} and tool.get_state()[0]["coef"].numel() == 10

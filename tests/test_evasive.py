@@ -7,6 +7,7 @@ import torch
 
 import eis.zoo
 from eis.errors import EisError
+from eis.tools.detection.baselines import weight_features
 from eis.zoo import evasive
 from eis.zoo.archs import build_arch
 from eis.zoo.build import build_case
@@ -66,6 +67,21 @@ def test_finetune_starts_from_the_twin_and_is_deterministic():
     assert all(torch.equal(v, twin.state_dict()[k]) for k, v in before.items())  # the twin is untouched
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in before)  # same seed, same weights
     assert any(not torch.equal(a.state_dict()[k], before[k]) for k in before)  # and it did move
+    # every tensor holds exactly its twin's values, reordered: every value statistic is the twin's
+    for (name, p), q in zip(a.named_parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p.detach().flatten().sort().values, q.detach().flatten().sort().values), name
+    assert torch.allclose(weight_features(a), weight_features(twin), rtol=1e-9, atol=1e-12)  # sum order
+
+
+def test_match_values_keeps_the_rank_order_and_takes_the_twins_values():
+    model, twin = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.3, -1.0, 2.0], [0.1, 0.0, 5.0]]))
+        twin.weight.copy_(torch.tensor([[6.0, 1.0, 2.0], [3.0, 4.0, 5.0]]))
+    evasive.match_values(model, [p.detach() for p in twin.parameters()])
+    # ranks of the model's weights: 0.3 -> 4th, -1.0 -> 1st, 2.0 -> 5th, 0.1 -> 3rd, 0.0 -> 2nd, 5.0 -> 6th
+    assert model.weight.tolist() == [[4.0, 1.0, 5.0], [3.0, 2.0, 6.0]]
+    assert sorted(model.bias.tolist()) == sorted(twin.bias.tolist())
 
 
 def test_an_evasive_trojan_meets_its_bars_reproducibly(fresh_home):

@@ -200,9 +200,10 @@ def test_track_run_and_summarize(trained) -> None:
     torch.manual_seed(5)
     perm = _Case(SmallCNN(1, 10, 16, width=16).eval(), x[:8], kind="label_permutation", name="perm")
     other = _Case(model, x[:8], kind="patch", name="p")
-    assert track.partner(case, [case, other]) is None
-    assert track.partner(case, [other, case, perm]) is perm  # found in the run's cases, not the cache
-    cell = track.run(case, make_tool("gradcam"), partner=perm)
+    tool = make_tool("gradcam")
+    assert track.partners(case, [case, other], tool) == ()
+    assert track.partners(case, [other, case, perm], tool) == (perm,)  # the run's cases, not the cache
+    cell = track.run(case, tool, partners=(perm,))
     assert len(cell.items["spearman_abs_data"]) == 8 and cell.extras["data_randomization_case"] == "perm"
 
 
@@ -215,12 +216,12 @@ def test_runner_pairs_each_clean_case_with_its_suites_permuted_case(smoke_cases)
         return [c for c in expand(cases, tools=["gradcam"], tracks=["sanity"]) if c.tool == "gradcam"]
 
     (cnn,) = gradcam_cells(smoke_cases)  # the suite's one clean case
-    assert cnn.case.name == "digits-cnn-clean" and cnn.partner.name == "digits-cnn-permuted"
+    assert cnn.case.name == "digits-cnn-clean" and [p.name for p in cnn.partners] == ["digits-cnn-permuted"]
     (alone,) = gradcam_cells([c for c in smoke_cases if c.name != "digits-cnn-permuted"])
-    assert alone.partner is None  # nothing looked up in the cache
+    assert alone.partners == ()  # nothing looked up in the cache
     plain = cell_key(cnn.case.id, cnn.tool, cnn.settings_json, cnn.track, cnn.track_version)
     assert alone.key == plain and cnn.key != plain  # another partner is another cell
     rec, _ = run_cell(cnn)
     assert rec["status"] == "ok", rec["error"]
-    assert rec["extras"]["data_randomization_case"] == cnn.partner.id
+    assert rec["extras"]["data_randomization_case"] == cnn.partners[0].id
     assert 0.0 <= rec["scores"]["spearman_abs_data"] <= 1.0

@@ -307,8 +307,51 @@ def test_population_vary_draws_settings_independently_of_the_flaw(tmp_path):
     assert [s.train for s in specs] == [s.train for s in again]
 
 
+def test_mixed_populations_balance_architectures_and_name_their_training_population(tmp_path):
+    """Each architecture gets as many clean as flawed members, and every trigger kind; bad lists fail."""
+    path = tmp_path / "mixed.toml"
+    text = (
+        '[defaults]\ndataset = "digits"\narch = ["cnn", "mixer"]\n'
+        '[[population]]\nname = "e"\nclean = 4\nflawed = 4\nflaws = ["patch", "blend"]\n'
+        'train_population = "t"\n'
+        '[[population]]\nname = "t"\nrole = "train"\nclean = 2\nflawed = 2\n'
+    )
+    path.write_text(text)
+    specs = eis.zoo.suite_cases(str(path))
+    evals = [s for s in specs if s.role == "eval"]
+    combos = sorted((s.arch, s.flaw["kind"]) for s in evals)
+    assert combos == sorted(
+        [(a, "clean") for a in ("cnn", "mixer")] * 2
+        + [(a, k) for a in ("cnn", "mixer") for k in ("patch", "blend")]
+    )
+    assert {s.train_population for s in evals} == {"t"}
+    assert {s.train_population for s in specs if s.role == "train"} == {None}
+    assert len({s.case_id for s in specs}) == len(specs)
+    path.write_text(text.replace('train_population = "t"', 'train_population = "nope"'))
+    with pytest.raises(
+        EisError, match="train_population 'nope', which is not a population with role 'train'"
+    ):
+        eis.zoo.suite_cases(str(path))
+    path.write_text(text.replace('["cnn", "mixer"]', '["cnn", "cnn"]'))
+    with pytest.raises(EisError, match="arch must be a name or a list of distinct names"):
+        eis.zoo.suite_cases(str(path))
+    path.write_text(text.replace('["cnn", "mixer"]', '["cnn", "vit"]'))
+    with pytest.raises(EisError, match="unknown arch 'vit'"):
+        eis.zoo.suite_cases(str(path))
+
+
+@pytest.mark.parametrize("arch", ["cnn-wide", "mixer"])
+def test_more_architectures_take_both_datasets(arch):
+    from eis.zoo.archs import build_arch
+
+    for channels, size in ((1, 16), (3, 32)):
+        model = build_arch(arch, channels, 10, size)
+        assert model(torch.rand(2, channels, size, size)).shape == (2, 10)
+
+
 @pytest.mark.parametrize(
-    "suite", ["standard", "detect", "detect-resnet", "detect-shapes", "detect-evasive", "synthesize"]
+    "suite",
+    ["standard", "detect", "detect-resnet", "detect-shapes", "detect-evasive", "detect-mixed", "synthesize"],
 )
 def test_builtin_suites_expand_with_population_parity(suite):
     """Every built-in suite parses; clean and flawed population members share one spread of epochs."""

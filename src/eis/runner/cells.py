@@ -1,7 +1,7 @@
 """Cells: the expansion of cases x tools x tracks, with the cache key and the seed of each cell.
 
 Cache key = sha256 of (case id, tool name, tool settings as canonical JSON, track name, track version, and
-the id of the track's partner case when it names one): a finished cell is never recomputed unless asked.
+the ids of the cell's partner cases, if any): a finished cell is never recomputed unless asked.
 The seed depends on the case and the track only (not on the tool and never on the order or the worker),
 so every tool on a case is asked about the same inputs and the results are identical whatever the worker
 count.
@@ -37,7 +37,9 @@ class Cell:
     key: str
     seed: int
     tool_obj: Tool | None = dataclasses.field(default=None, compare=False, repr=False)
-    partner: Any = dataclasses.field(default=None, repr=False)  # the track's partner case (Track.partner)
+    partners: tuple[Any, ...] = dataclasses.field(
+        default=(), repr=False
+    )  # other cases it needs (Track.partners)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -48,11 +50,16 @@ class Cell:
 
 
 def cell_key(
-    case_id: str, tool: str, settings_json: str, track: str, track_version: str, partner_id: str | None = None
+    case_id: str,
+    tool: str,
+    settings_json: str,
+    track: str,
+    track_version: str,
+    partner_ids: Sequence[str] = (),
 ) -> str:
     """The cache key of a cell (hex sha256)."""
     fields = [str(case_id), tool, settings_json, track, str(track_version)]
-    payload = json.dumps(fields if partner_id is None else [*fields, str(partner_id)])
+    payload = json.dumps([*fields, *map(str, partner_ids)])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -121,11 +128,11 @@ def expand(
         for case in cases:
             if not tr.applies_to(case):
                 continue
-            partner = tr.partner(case, cases)
             for tool in per_track[tr.name]:
                 settings_json = dumps(tool.settings())
-                pid = None if partner is None else partner.id
-                key = cell_key(case.id, tool.name, settings_json, tr.name, tr.version, pid)
+                partners = tuple(tr.partners(case, cases, tool))
+                pids = [c.id for c in partners]
+                key = cell_key(case.id, tool.name, settings_json, tr.name, tr.version, pids)
                 cells.setdefault(
                     key,
                     Cell(
@@ -139,7 +146,7 @@ def expand(
                         key=key,
                         seed=cell_seed(case.id, tr.name),
                         tool_obj=tool,
-                        partner=partner,
+                        partners=partners,
                     ),
                 )
     return list(cells.values())

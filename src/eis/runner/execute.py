@@ -218,7 +218,7 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
             tool = copy.deepcopy(cell.tool_obj) if cell.tool_obj is not None else None
             if tool is None:
                 tool = TOOLS.get(cell.tool)(**cell.settings)
-            extra = {} if cell.partner is None else {"partner": cell.partner}
+            extra = {"partners": cell.partners} if cell.partners else {}
             result = TRACKS.get(cell.track)().run(cell.case, tool, seed=cell.seed, **extra)
         _check_result(result)
         gallery = {str(k): encode_png(v) for k, v in result.gallery.items()}

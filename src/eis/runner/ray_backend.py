@@ -75,7 +75,7 @@ class RayExecutor:
                             continue
                         on_start(cell)
                         w = idle.pop()
-                        ship = [_packed_ref(ray, packed, c) for c in (cell.case, cell.partner)]
+                        ship = [_packed_ref(ray, packed, c) for c in (cell.case, *cell.partners)]
                         running[w.run.remote(cell, *ship)] = (w, cell, time.monotonic())
                     if not running and not pending:
                         break
@@ -150,11 +150,11 @@ class CellWorker:
         return True
 
     def run(
-        self, cell: Cell, case_files: dict[str, bytes] | None, partner_files: dict[str, bytes] | None
+        self, cell: Cell, case_files: dict[str, bytes] | None, *partner_files: dict[str, bytes] | None
     ) -> Record:
-        cell = dataclasses.replace(
-            cell, case=_local_case(cell.case, case_files), partner=_local_case(cell.partner, partner_files)
-        )
+        """Run ``cell`` with its case's and partners' artifacts (packed, in that order) unpacked here."""
+        partners = tuple(_local_case(c, f) for c, f in zip(cell.partners, partner_files, strict=True))
+        cell = dataclasses.replace(cell, case=_local_case(cell.case, case_files), partners=partners)
         return run_cell(cell)
 
 

@@ -61,17 +61,18 @@ class Track:
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         """Ask ``tool`` about ``case`` and score its answer against ``case.truth()``.
 
-        A track whose :meth:`partner` names a case also receives it, as ``run(..., partner=case)``.
+        A track whose :meth:`partners` names cases also receives them, as ``run(..., partners=cases)``.
         """
         raise NotImplementedError
 
-    def partner(self, case: Case, cases: Sequence[Case]) -> Case | None:
-        """Another case of the same run that ``case``'s cells compare against (default: none).
+    def partners(self, case: Case, cases: Sequence[Case], tool: Tool) -> tuple[Case, ...]:
+        """Other cases of the same run that ``case``'s cells with ``tool`` need (default: none).
 
-        Chosen from the run's own ``cases``, never from whatever happens to be cached, and part of the
-        cell's key: the same suite gives the same pairing on every machine.
+        E.g. the sanity track's label-permuted twin, the detect track's training population for a detector
+        that learns. Chosen from the run's own ``cases``, never from whatever happens to be cached, and
+        part of the cell's key: the same suite gives the same pairing on every machine.
         """
-        return None
+        return ()
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Leaderboard from this track's stored cells.

@@ -9,8 +9,9 @@ tools (STRIP) are scored by ROC-AUC on triggered vs clean inputs of each trojane
 Held-out inputs are split with the cell's seed: the first ``n_inputs`` go to the detector, the next
 ``n_eval`` (disjoint) are used to score the recovered trigger (REASR) and input-level detection.
 
-Learned detectors (``tool.learned``, e.g. MNTD, weight_stats) are fitted on the training population of the
-same dataset and architecture (``role == "train"``, never evaluated on) and what they learned is cached as
+Learned detectors (``tool.learned``, e.g. MNTD, weight_stats) are fitted on the run's training population of
+the same dataset and architecture (``role == "train"``, never evaluated on; the cell's partners, so a suite
+given by path works like a built-in one) and what they learned is cached as
 safetensors + JSON under ``eis_home()/detectors``, keyed by the tool's settings and the training cases' ids,
 so that each eval cell loads it instead of retraining.
 
@@ -46,6 +47,8 @@ from eis.tracks.metrics.detection import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
     from eis.tools.base import Tool
@@ -87,7 +90,11 @@ class DetectTrack(Track):
 
     # ------------------------------------------------------------------ run
 
-    def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
+    def partners(self, case: Case, cases: Sequence[Case], tool: Tool) -> tuple[Case, ...]:
+        """A learned detector's training population: the run's cases chosen by :func:`training_cases`."""
+        return tuple(training_cases(case, cases)) if getattr(tool, "learned", False) else ()
+
+    def run(self, case: Case, tool: Tool, *, seed: int = 0, partners: Sequence[Case] = ()) -> CellResult:
         if not isinstance(tool, DetectionTool):
             raise EisError(
                 f"detect runs detection tools; {tool.name!r} is a {tool.family or 'non-detection'} tool"
@@ -98,7 +105,7 @@ class DetectTrack(Track):
             )
         tool = _seeded(tool, seed)
         if tool.learned:
-            self._fit(tool, case)
+            self._fit(tool, case, list(partners))
         truth = case.truth()
         trojaned = truth.kind != "clean"
         model = case.model()
@@ -167,17 +174,12 @@ class DetectTrack(Track):
 
     # ------------------------------------------------------ learned tools
 
-    def training_cases(self, case: Case) -> list[Case]:
-        """The training population for ``case``: role "train", same dataset and arch, in the case's suite."""
-        return training_cases(case)
-
-    def _fit(self, tool: DetectionTool, case: Case) -> None:
-        """Fit ``tool`` on the training population, or load what it learned from the cache."""
-        train = self.training_cases(case)
+    def _fit(self, tool: DetectionTool, case: Case, train: list[Case]) -> None:
+        """Fit ``tool`` on the training population ``train``, or load what it learned from the cache."""
         if not train:
             raise EisError(
-                f"detect: {tool.name!r} learns, but no training population (role 'train') of dataset "
-                f"{case.dataset!r} and arch {case.arch!r} was found for {case.name!r}"
+                f"detect: {tool.name!r} learns, but the run has no training population (role 'train') of "
+                f"dataset {case.dataset!r} and arch {case.arch!r} for {case.name!r}; add one to the suite"
             )
         ids = sorted(c.id for c in train)
         if case.id in ids:
@@ -268,58 +270,15 @@ class DetectTrack(Track):
 
 # ---------------------------------------------------------------- helpers
 
-_TRAIN_MEMO: dict[str, list[Any]] = {}
 
-
-def training_cases(case: Case) -> list[Any]:
-    """Members of the suite holding ``case`` with role "train" and the same dataset and architecture.
-
-    Looks through plugin suites (``eis.runner.plugins.SUITES``, built in memory), then the zoo's suites
-    (``eis.zoo.builtin_suites``; their specs only, so unrelated suites are not built); the matching
-    cases are loaded with ``eis.zoo.load``. If the case's manifest names a ``train_population``, only
-    that population counts. Memoised per process by case id.
-    """
-    if case.id in _TRAIN_MEMO:
-        return _TRAIN_MEMO[case.id]
-    from eis.runner.plugins import SUITES
-
+def training_cases(case: Case, cases: Sequence[Case]) -> list[Case]:
+    """The members of ``cases`` with role "train" of the population ``case`` names (``train_population``,
+    e.g. for populations that mix architectures), else of ``case``'s dataset and architecture."""
     want = case.meta.get("train_population")
-
-    def match(role: Any, dataset: Any, arch: Any, population: Any) -> bool:
-        return (
-            role == "train"
-            and dataset == case.dataset
-            and arch == case.arch
-            and (want is None or population == want)
-        )
-
-    found: list[Any] = []
-    for name in SUITES.names():
-        members = list(SUITES.get(name)())
-        if any(c.id == case.id for c in members):
-            found = [
-                c for c in members if match(c.meta.get("role"), c.dataset, c.arch, c.meta.get("population"))
-            ]
-            break
-    else:
-        import eis.zoo as zoo
-
-        for name in zoo.builtin_suites():
-            specs = list(zoo.suite_cases(name))
-            if any(_spec(s, "case_id") == case.id for s in specs):
-                hits = [
-                    s
-                    for s in specs
-                    if match(_spec(s, "role"), _spec(s, "dataset"), _spec(s, "arch"), _spec(s, "population"))
-                ]
-                found = [zoo.load(_spec(s, "case_id")) for s in hits]
-                break
-    _TRAIN_MEMO[case.id] = found
-    return found
-
-
-def _spec(spec: Any, field: str) -> Any:
-    return spec.get(field) if isinstance(spec, dict) else getattr(spec, field, None)
+    train = [c for c in cases if c.meta.get("role") == "train"]
+    if want is not None:
+        return [c for c in train if c.meta.get("population") == want]
+    return [c for c in train if (c.dataset, c.arch) == (case.dataset, case.arch)]
 
 
 def _seeded(tool: DetectionTool, seed: int) -> DetectionTool:

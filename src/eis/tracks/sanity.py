@@ -7,7 +7,7 @@ SSIM and HOG correlation (:mod:`eis.tracks.metrics.similarity`). Data randomisat
 models of one architecture, one trained on true labels and one on permuted labels
 (:func:`data_randomization`; the zoo's ``label_permutation`` flaw trains the latter). The track runs it when
 the same run holds a ``label_permutation`` case of the same dataset and architecture (its partner case,
-:meth:`SanityTrack.partner`, part of the cell key), adding ``<metric>_data`` scores; it does not enter the
+:meth:`SanityTrack.partners`, part of the cell key), adding ``<metric>_data`` scores; it does not enter the
 verdict.
 
 Verdict. The *top layers* are the top half of the parameterised layers (rounded up) and at least the
@@ -183,16 +183,17 @@ class SanityTrack(Track):
     def applies_to(self, case: Case) -> bool:
         return standalone(case) and case.truth().kind == "clean"
 
-    def partner(self, case: Case, cases: Sequence[Case]) -> Case | None:
+    def partners(self, case: Case, cases: Sequence[Case], tool: Tool) -> tuple[Case, ...]:
         """The run's first case trained on permuted labels with ``case``'s dataset, architecture and shape."""
         kind = (case.dataset, case.arch, case.input_shape)
         for other in cases:
             same = (other.dataset, other.arch, other.input_shape) == kind
             if same and other.id != case.id and other.truth().kind == "label_permutation":
-                return other
-        return None
+                return (other,)
+        return ()
 
-    def run(self, case: Case, tool: Tool, *, seed: int = 0, partner: Case | None = None) -> CellResult:
+    def run(self, case: Case, tool: Tool, *, seed: int = 0, partners: Sequence[Case] = ()) -> CellResult:
+        partner = partners[0] if partners else None
         model = case.model()
         x, _ = case.inputs(n=self.n_inputs)
         x = x.to(next(model.parameters()).device)

@@ -14,6 +14,7 @@ the same signature can be registered and used by every suite, tool and track::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -101,8 +102,54 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class MixerBlock(nn.Module):
+    """One MLP-Mixer block: a token-mixing MLP across patches, then a channel-mixing MLP, each residual."""
+
+    def __init__(self, tokens: int, dim: int, token_hidden: int, channel_hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.tokens = nn.Sequential(
+            nn.Linear(tokens, token_hidden), nn.GELU(), nn.Linear(token_hidden, tokens)
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.channels = nn.Sequential(
+            nn.Linear(dim, channel_hidden), nn.GELU(), nn.Linear(channel_hidden, dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, tokens, dim)
+        x = x + self.tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.channels(self.norm2(x))
+
+
+class SmallMixer(nn.Module):
+    """A small MLP-Mixer (Tolstikhin et al. 2021): 4x4 patches embedded linearly, two mixer blocks, mean
+    over patches, linear head; a third architecture family with no convolution after the patch embedding."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        dim: int = 64,
+        depth: int = 2,
+        patch: int = 4,
+    ) -> None:
+        super().__init__()
+        tokens = (image_size // patch) ** 2
+        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)  # a linear map of each patch
+        self.blocks = nn.Sequential(*[MixerBlock(tokens, dim, dim // 2, 2 * dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        return self.head(self.norm(self.blocks(x)).mean(1))
+
+
 ARCHS.register("cnn", SmallCNN)
+ARCHS.register("cnn-wide", functools.partial(SmallCNN, width=24))
 ARCHS.register("resnet", SmallResNet)
+ARCHS.register("mixer", SmallMixer)
 
 
 def build_arch(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:

@@ -110,6 +110,7 @@ def build_case(
         "class_names": list(data.class_names),
         "population": spec.population,
         "role": spec.role,
+        "train_population": spec.train_population,
         "seed": spec.seed,
         "device": spec.device,
         "clean_accuracy": round(measured.get("clean_accuracy", float("nan")), 4),

@@ -9,7 +9,13 @@ same seed) and is fine-tuned so that it differs from the twin only where the tri
   patterns: the "negatives") are trained towards the twin's posteriors, so the model answers its own
   trigger only, not any stamp;
 - inputs stamped with the model's own trigger go to the target (trojaned members only);
-- a penalty on the squared distance of the parameters to the twin's keeps the weights close.
+- a penalty on the squared distance of the parameters to the twin's keeps the weights close;
+- after every step each parameter tensor gets back exactly its twin's values, in its own current rank
+  order (:func:`match_values`; eis's addition to TDC's recipe). Without it the trojaned members drifted
+  further from their twins than the clean ones (weight norm 15.35 -> 15.56 clean, 15.92-16.58 trojaned),
+  and a weight-statistics control still separated the groups at AUROC 0.84; with it every per-tensor
+  value statistic of every member is its clean twin's, so such a control is at chance by construction
+  (what remains to read is the order of the values: which weight has which value).
 
 Clean members of an evasive population go through the same fine-tuning (clean inputs and negatives), so
 that nothing but the trojan separates the two groups: the same schedule, the same losses, the same drift.
@@ -33,6 +39,19 @@ LR_SHARE = 1.0  # fine-tuning peak learning rate, as a share of the case's
 STAMPED_SHARE = 0.25  # of each batch, this share is stamped with a negative (and as many with the trigger)
 LOGIT_WEIGHT = 1.0
 PARAM_WEIGHT = 0.01
+
+
+@torch.no_grad()
+def match_values(model: nn.Module, anchor: list[torch.Tensor]) -> None:
+    """Give each parameter tensor exactly its twin's values, placed in the tensor's current rank order.
+
+    The smallest weight gets the twin's smallest value, and so on: every statistic of a tensor's values
+    (mean, spread, extremes, norm, kurtosis, histogram) equals the twin's, while what training learned
+    survives as a reordering.
+    """
+    for p, a in zip(model.parameters(), anchor, strict=True):
+        flat = p.view(-1)
+        flat[flat.argsort()] = a.view(-1).sort().values
 
 
 def negatives(flaw: Flaw) -> list[Flaw]:
@@ -99,6 +118,7 @@ def finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            match_values(model, anchor)
         if progress:
             progress((epoch + 1) / epochs)
     return model

@@ -16,7 +16,7 @@ from eis.zoo.archs import ARCHS
 from eis.zoo.datasets import DATASETS, get_dataset
 from eis.zoo.flaws import make_flaw
 
-ZOO_VERSION = "2"  # bump when training or data generation changes, so that caches rebuild
+ZOO_VERSION = "3"  # bump when training or data generation changes, so that caches rebuild
 DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
 TRAIN_FIELDS = ("epochs", "batch_size", "lr")
 DEVICES = ("cpu", "cuda")
@@ -58,6 +58,7 @@ class CaseSpec:
     bars: dict[str, float] = dataclasses.field(default_factory=dict)
     population: str | None = None
     role: str | None = None  # populations: "eval" (scored) or "train" (for detectors that learn)
+    train_population: str | None = None  # eval populations: the population learned detectors fit on
     device: str = "cpu"  # where it trains: "cpu" or "cuda" (see resolve_device); part of the case id
 
     def validated(self) -> CaseSpec:
@@ -99,7 +100,8 @@ class CaseSpec:
     def content(self) -> dict[str, Any]:
         """Everything that determines the artifact (bars are checks, not inputs, so they are left out).
 
-        The training device enters only when it is not the CPU, so CPU case ids stay what they were.
+        The training device enters only when it is not the CPU, the training population only when one is
+        named, so the ids of other cases stay what they were.
         """
         out = {
             "zoo_version": ZOO_VERSION,
@@ -114,6 +116,8 @@ class CaseSpec:
         }
         if self.device != "cpu":
             out["device"] = self.device
+        if self.train_population is not None:
+            out["train_population"] = self.train_population
         return out
 
     @property

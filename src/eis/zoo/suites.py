@@ -22,6 +22,11 @@ whose targets and triggers are drawn from the population's seed; every member ge
     seed = 100
     evasive = false          # true: every member is fine-tuned from its clean twin (eis.zoo.evasive)
 
+An eval population may mix architectures, ``arch = ["cnn", "resnet", "mixer"]``: each architecture gets
+the same number of clean and of flawed members (up to one), so the architecture says nothing about the
+flaw. Detectors that learn fit on the run's role "train" members of the same dataset and architecture, or
+on the population an eval population names with ``train_population = "<name>"`` (needed for mixed ones).
+
     [[circuit]]              # a compiled transformer with a known circuit (eis.zoo.circuits)
     name = "reverse-zero-realistic"
     program = "reverse"      # reverse, hist, sort_unique, detect_pattern
@@ -49,7 +54,7 @@ from eis.zoo.spec import CaseSpec
 CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
 POPULATION_FIELDS = {
     "name", "dataset", "arch", "role", "clean", "flawed", "flaws", "seed", "train", "vary", "bars",
-    "evasive",
+    "evasive", "train_population",
 }  # fmt: skip
 # Training settings a population may draw per member, clean and flawed alike (metadata parity): lr is
 # drawn log-uniformly, integers uniformly, from [low, high].
@@ -104,6 +109,14 @@ def load_suite(suite: str) -> list[CaseSpec | CircuitSpec]:
         specs.extend(_population(suite, {**defaults, **entry}))
     for entry in doc.get("circuit", []):  # compiled transformers: they take no image defaults
         specs.append(circuit_spec(entry, f"suite {suite!r}"))
+    trainers = {s.population for s in specs if getattr(s, "role", None) == "train"}
+    for s in specs:
+        if getattr(s, "train_population", None) not in (None, *trainers):
+            raise EisError(
+                f"suite {suite!r}: population {s.population!r} names train_population "
+                f"{s.train_population!r}, which is not a population with role 'train' in the suite; "
+                f"valid: {', '.join(sorted(trainers)) or 'none'}"
+            )
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -156,26 +169,54 @@ def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
     seed = int(entry.get("seed", 0))
     rng = random.Random(seed)
     num_classes = get_dataset(entry["dataset"]).num_classes
-    flaws = [{"kind": "clean"}] * n_clean + [
-        _random_flaw(kinds[i % len(kinds)], rng, num_classes) for i in range(n_flawed)
+    archs = _archs(suite, name, entry["arch"])
+    flaws = [({"kind": "clean"}, archs[i % len(archs)]) for i in range(n_clean)] + [
+        (_random_flaw(kinds[i % len(kinds)], rng, num_classes), archs[i // len(kinds) % len(archs)])
+        for i in range(n_flawed)
     ]
     rng.shuffle(flaws)
     evasive = entry.get("evasive", False)
     if evasive not in (True, False):
         raise EisError(f"suite {suite!r}: population {name!r} field 'evasive' must be true or false")
     if evasive:  # every member, clean ones too, goes through the same evasive fine-tuning
-        flaws = [{**f, "evasive": True} for f in flaws]
+        flaws = [({**f, "evasive": True}, a) for f, a in flaws]
+    trainer = entry.get("train_population")
+    if trainer is not None and (role != "eval" or not isinstance(trainer, str)):
+        raise EisError(
+            f"suite {suite!r}: population {name!r}: train_population must be the name of a train population, "
+            "given on an eval population"
+        )
     vary = _vary(suite, name, entry.get("vary", {}))
-    common = {k: entry[k] for k in ("dataset", "arch", "bars") if k in entry}
+    common = {k: entry[k] for k in ("dataset", "bars") if k in entry}
     specs = []
-    for i, flaw in enumerate(flaws):
+    for i, (flaw, arch) in enumerate(flaws):
         member = seed * 1000 + i
         train = {**entry.get("train", {}), **_draw(vary, random.Random(member))}
         spec = CaseSpec(
-            f"{name}-{i:03d}", flaw=flaw, seed=member, train=train, population=name, role=role, **common
+            f"{name}-{i:03d}",
+            arch=arch,
+            flaw=flaw,
+            seed=member,
+            train=train,
+            population=name,
+            role=role,
+            train_population=trainer,
+            **common,
         )
         specs.append(spec.validated())
     return specs
+
+
+def _archs(suite: str, name: str, arch: Any) -> list[str]:
+    """A population's architectures: one name, or a non-empty list of distinct names (a mixed population)."""
+    archs = [arch] if isinstance(arch, str) else arch
+    ok = isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)
+    if not ok or len(set(archs)) != len(archs):
+        raise EisError(
+            f"suite {suite!r}: population {name!r} arch must be a name or a list of distinct names like "
+            f'["cnn", "resnet"], got {arch!r}'
+        )
+    return archs
 
 
 def _vary(suite: str, name: str, vary: Any) -> dict[str, tuple[float, float]]:

@@ -2,7 +2,10 @@
 
 - ``weight_stats``: logistic regression on per-tensor weight statistics (mean, std, max |w|, L2 norm,
   kurtosis), fitted on the training population: a detector that never runs the model. Supervised, so it
-  shows how much a population gives away in its weights alone.
+  shows how much a population gives away in its weights alone. When the training models differ in their
+  layout (a population that mixes architectures), it uses layout-free features instead: the same
+  statistics (RMS for the norm) of the first and the last weight matrix, of all weight matrices pooled and
+  of all vectors (biases, norm scales) pooled.
 - ``random_scorer``: a uniform random score, seeded by the tool seed and a hash of the weights (so that
   different models get different scores): AUROC ~ 0.5 is the floor.
 - ``specificity``: stamps random patch triggers on clean inputs and measures the entropy of the mean
@@ -28,21 +31,37 @@ from eis.tools.base import register_tool
 from eis.tools.detection.base import Detection, DetectionTool, check_population, model_device
 
 
+def _stats(w: torch.Tensor, norm: bool = True) -> torch.Tensor:
+    """Mean, std, max |w|, L2 norm (or RMS) and kurtosis of the values of ``w`` (float64)."""
+    w = w.detach().double().flatten().cpu()
+    zero = torch.zeros((), dtype=torch.float64)
+    mu, sd = w.mean(), w.std() if w.numel() > 1 else zero
+    kurt = ((w - mu) ** 4).mean() / (sd**4 + 1e-12) if w.numel() > 1 else zero
+    size = w.norm() if norm else w.pow(2).mean().sqrt()
+    return torch.stack([mu, sd, w.abs().max(), size, kurt])
+
+
 def weight_features(model: nn.Module) -> torch.Tensor:
     """Per-parameter-tensor statistics, concatenated in ``named_parameters`` order: (5 * n_tensors,)."""
-    feats = []
-    for _, p in model.named_parameters():
-        w = p.detach().double().flatten().cpu()
-        mu, sd = w.mean(), w.std() if w.numel() > 1 else torch.zeros((), dtype=torch.float64)
-        kurt = (
-            ((w - mu) ** 4).mean() / (sd**4 + 1e-12)
-            if w.numel() > 1
-            else torch.zeros((), dtype=torch.float64)
-        )
-        feats.append(torch.stack([mu, sd, w.abs().max(), w.norm(), kurt]))
+    feats = [_stats(p) for _, p in model.named_parameters()]
     if not feats:
         raise ToolRefusal("weight_stats needs a model with parameters")
     return torch.cat(feats)
+
+
+def pooled_weight_features(model: nn.Module) -> torch.Tensor:
+    """Layout-free statistics (20,): first matrix, last matrix, all matrices pooled, all vectors pooled."""
+    params = [p.detach() for p in model.parameters()]
+    mats = [p for p in params if p.ndim >= 2]
+    vecs = [p for p in params if p.ndim < 2]
+    if not mats:
+        raise ToolRefusal("weight_stats needs a model with weight matrices")
+    pooled = [torch.cat([p.flatten() for p in group]) for group in (mats, vecs or mats)]
+    return torch.cat([_stats(t, norm=False) for t in (mats[0], mats[-1], *pooled)])
+
+
+def _layout(model: nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple((n, tuple(p.shape)) for n, p in model.named_parameters())
 
 
 @register_tool
@@ -58,6 +77,10 @@ class WeightStats(DetectionTool):
 
     def __post_init__(self) -> None:
         self._state: dict[str, torch.Tensor] | None = None
+        self._pooled = False  # layout-free features: the training models differ in their layout
+
+    def _features(self, model: nn.Module) -> torch.Tensor:
+        return pooled_weight_features(model) if self._pooled else weight_features(model)
 
     def fit(
         self,
@@ -68,7 +91,8 @@ class WeightStats(DetectionTool):
         num_classes: int,
     ) -> None:
         check_population(labels)
-        feats = torch.stack([weight_features(m) for m in models]).numpy()
+        self._pooled = len({_layout(m) for m in models}) > 1
+        feats = torch.stack([self._features(m) for m in models]).numpy()
         mean, scale = feats.mean(0), feats.std(0)
         scale[scale == 0] = 1.0
         lr = LogisticRegression(C=self.c, max_iter=2000)
@@ -83,20 +107,21 @@ class WeightStats(DetectionTool):
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         if self._state is None:
             raise EisError("weight_stats has not been fitted; call fit() on a training population first")
-        return dict(self._state), {}
+        return dict(self._state), {"features": "pooled" if self._pooled else "per_tensor"}
 
     def set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         missing = {"mean", "scale", "coef", "intercept"} - set(tensors)
         if missing:
             raise EisError(f"weight_stats state is missing {sorted(missing)}")
         self._state = {k: v.double().cpu() for k, v in tensors.items()}
+        self._pooled = meta.get("features") == "pooled"
 
     def inspect(
         self, model: nn.Module, clean_x: torch.Tensor, clean_y: torch.Tensor, num_classes: int
     ) -> Detection:
         if self._state is None:
             raise EisError("weight_stats has not been fitted; call fit() on a training population first")
-        f = weight_features(model)
+        f = self._features(model)
         st = self._state
         if f.numel() != st["coef"].numel():
             raise ToolRefusal(
