@@ -8,7 +8,8 @@ from eis.results import load
 from eis.runner import run_benchmark
 from eis.tools import make_tool
 from eis.tools.base import list_tools
-from eis.tracks.repair import RepairTrack
+from eis.tracks.repair import TRIGGERED_KINDS, RepairTrack
+from eis.zoo.flaws import FLAWS
 
 CASES = ("digits-cnn-patch", "digits-cnn-spurious", "digits-cnn-clean")
 
@@ -74,3 +75,7 @@ def test_summary_and_figure(repair_rows) -> None:
     assert clean.loc["noop", "mean"] == 0.0 and "der" not in set(long[long["flaw"] == "clean"]["metric"])
     figs = track.figures(repair_rows)
     assert len(figs) == 1 and len(figs[0][1].axes) >= len(list_tools("repair"))
+
+
+def test_every_triggered_flaw_kind_of_the_zoo_is_repaired() -> None:
+    assert set(FLAWS.names()) - {"clean", "label_permutation"} == set(TRIGGERED_KINDS)

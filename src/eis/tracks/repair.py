@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from eis.tools.base import Tool
     from eis.zoo.case import Case
 
-TRIGGERED_KINDS = ("patch", "blend", "natural", "warp", "spurious")
+TRIGGERED_KINDS = ("patch", "blend", "natural", "warp", "spurious", "style")
 BASELINE = "finetune"  # a method only works where it beats clean fine-tuning
 ITEM_METRICS = ("c_acc", "asr", "ra")
 CASE_METRICS = ("der", "acc_drop", "asr_drop", "applied")
