@@ -78,7 +78,7 @@ def test_match_values_keeps_the_rank_order_and_takes_the_twins_values():
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.3, -1.0, 2.0], [0.1, 0.0, 5.0]]))
         twin.weight.copy_(torch.tensor([[6.0, 1.0, 2.0], [3.0, 4.0, 5.0]]))
-    evasive.match_values(model, [p.detach() for p in twin.parameters()])
+    evasive.match_values(model, [p.detach().flatten().sort().values for p in twin.parameters()])
     # ranks of the model's weights: 0.3 -> 4th, -1.0 -> 1st, 2.0 -> 5th, 0.1 -> 3rd, 0.0 -> 2nd, 5.0 -> 6th
     assert model.weight.tolist() == [[4.0, 1.0, 5.0], [3.0, 2.0, 6.0]]
     assert sorted(model.bias.tolist()) == sorted(twin.bias.tolist())

@@ -42,16 +42,18 @@ PARAM_WEIGHT = 0.01
 
 
 @torch.no_grad()
-def match_values(model: nn.Module, anchor: list[torch.Tensor]) -> None:
+def match_values(model: nn.Module, values: list[torch.Tensor]) -> None:
     """Give each parameter tensor exactly its twin's values, placed in the tensor's current rank order.
+
+    ``values[i]`` holds the twin's values of parameter ``i``, flattened and sorted ascending.
 
     The smallest weight gets the twin's smallest value, and so on: every statistic of a tensor's values
     (mean, spread, extremes, norm, kurtosis, histogram) equals the twin's, while what training learned
     survives as a reordering.
     """
-    for p, a in zip(model.parameters(), anchor, strict=True):
+    for p, v in zip(model.parameters(), values, strict=True):
         flat = p.view(-1)
-        flat[flat.argsort()] = a.view(-1).sort().values
+        flat[flat.argsort()] = v
 
 
 def negatives(flaw: Flaw) -> list[Flaw]:
@@ -87,6 +89,7 @@ def finetune(
     model = copy.deepcopy(twin)
     twin.eval()
     anchor = [p.detach().clone() for p in twin.parameters()]
+    values = [a.flatten().sort().values for a in anchor]
     pool = negatives(flaw)
     epochs = max(2, round(EPOCH_SHARE * settings["epochs"]))
     bs = settings["batch_size"]
@@ -118,7 +121,7 @@ def finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            match_values(model, anchor)
+            match_values(model, values)
         if progress:
             progress((epoch + 1) / epochs)
     return model
