@@ -37,9 +37,8 @@ class Cell:
     key: str
     seed: int
     tool_obj: Tool | None = dataclasses.field(default=None, compare=False, repr=False)
-    partners: tuple[Any, ...] = dataclasses.field(
-        default=(), repr=False
-    )  # other cases it needs (Track.partners)
+    # other cases of the run that the cell needs (Track.partners)
+    partners: tuple[Any, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def settings(self) -> dict[str, Any]:
