@@ -68,22 +68,23 @@ save_file(out, sys.argv[3])
 """
 
 
-def challenge_spec(seed: int, family: str | None = None) -> RuleSpec:
-    """The rule case behind ``eis challenge new --seed S``: family ``FAMILIES[seed % 6]`` unless given."""
+def challenge_spec(seed: int, family: str | None = None, p: int = 59) -> RuleSpec:
+    """The rule case behind ``eis challenge new --seed S``: family ``FAMILIES[seed % 6]`` unless given;
+    token rules on Z_``p``."""
     if not isinstance(seed, int) or seed < 0:
         raise EisError(f"seed must be a non-negative integer, got {seed!r}")
     family = family or FAMILIES[seed % len(FAMILIES)]
     if family not in FAMILIES:
         raise EisError(f"unknown rule family {family!r}; valid: {', '.join(FAMILIES)}")
-    return RuleSpec(f"challenge-{family}-{seed}", family, seed=seed).validated()
+    return RuleSpec(f"challenge-{family}-{seed}", family, seed=seed, p=p).validated()
 
 
-def new_challenge(seed: int, out: str | Path, family: str | None = None) -> Path:
+def new_challenge(seed: int, out: str | Path, family: str | None = None, p: int = 59) -> Path:
     """Build the challenge of ``seed`` (cached) and write DIR (see the module docstring)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise EisError(f"--out {str(out)!r} exists and is not empty; choose a new folder")
-    case, _ = build_case(challenge_spec(seed, family))
+    case, _ = build_case(challenge_spec(seed, family, p))
     assert isinstance(case, RuleCase)
     out.mkdir(parents=True, exist_ok=True)
     save_file(dict(artifact.load_weights(case.root)), str(out / "model.safetensors"))

@@ -22,6 +22,7 @@ def new(
     seed: int = typer.Option(..., "--seed", min=0, help="Draws the rule family (seed mod 6) and the rule."),
     out: Path = typer.Option(..., "--out", help="A new folder for the challenge."),
     family: str = typer.Option(None, "--family", help="Choose the rule family instead (see the README)."),
+    p: int = typer.Option(59, "--p", help="Token rules: pairs in Z_p (11 to 127)."),
 ) -> None:
     """Write a challenge to DIR: the network, its training inputs and hints; the rule stays in the cache."""
     import json
@@ -29,7 +30,7 @@ def new(
     import eis.challenge
 
     with console.status(f"building challenge {seed} (cached after the first time) ..."):
-        folder = eis.challenge.new_challenge(seed, out, family)
+        folder = eis.challenge.new_challenge(seed, out, family, p)
     hints = json.loads((folder / "challenge.json").read_text())
     console.print(
         f"[green]challenge written to {folder}[/]: family {hints['family']} "
