@@ -238,3 +238,18 @@ def test_rule_build_is_deterministic(fresh_home) -> None:
     assert built
     wb = load_file(str(b.root / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("name", ["grammar_search", "distill_tree", "distill_knn", "distill_logistic",
+                                  "gradient_feature", "fourier_embedding"])  # fmt: skip
+def test_contract(name: str) -> None:
+    from eis.testing import check_tool
+    from eis.tools.base import list_tools
+
+    assert name in list_tools("rule_recovery")
+    report = check_tool(name)
+    assert "bad inputs raise EisError" in report.passed
+    refused = {k.strip() for k in report.refusals}
+    tokens, images = {"linear_mod", "stripes", "bands"}, {"template_band", "region_mass", "centroid"}
+    expected = {"gradient_feature": tokens, "fourier_embedding": (tokens | images) - {"linear_mod"}}
+    assert refused == expected.get(name, set()), str(report)

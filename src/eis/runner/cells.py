@@ -20,7 +20,16 @@ from eis.results.store import dumps
 from eis.tools.base import TOOLS, Tool, list_tools
 from eis.tracks.base import TRACKS, Track
 
-DEFAULT_TRACKS = ["localize", "sanity", "faithfulness", "detect", "synthesize", "circuits", "repair"]
+DEFAULT_TRACKS = [
+    "localize",
+    "sanity",
+    "faithfulness",
+    "detect",
+    "synthesize",
+    "circuits",
+    "repair",
+    "challenge",
+]
 
 
 @dataclasses.dataclass(frozen=True)
