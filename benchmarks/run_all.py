@@ -20,6 +20,7 @@ BENCHMARKS = {
     "population": ["bench_population_training.py"],
     "circuits": ["bench_circuits.py"],
     "repair": ["bench_repair.py"],
+    "rules": ["bench_rule_search.py"],
 }
 
 

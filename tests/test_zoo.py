@@ -77,7 +77,7 @@ def test_smoke_cases_meet_their_bars(smoke):
     for case in smoke.values():
         truth = case.truth()
         kinds.add(truth.kind)
-        if truth.kind == "circuit":  # compiled transformers: tests/test_circuits_zoo.py checks them
+        if truth.kind in ("circuit", "rule"):  # tests/test_circuits_zoo.py and test_challenge.py check them
             continue
         spec = CaseSpec(
             **{k: v for k, v in truth.spec.items() if k in ("name", "dataset", "arch", "flaw", "seed")}

@@ -80,18 +80,23 @@ def check_tool(
 ) -> ToolReport:
     """Check a tool against its family's contract; return a report, raise AssertionError on a violation.
 
-    Circuit tools go to :func:`check_circuit_tool`, repair methods to :func:`check_repair_tool`.
+    Circuit tools go to :func:`check_circuit_tool`, repair methods to :func:`check_repair_tool`, rule
+    solvers to :func:`eis.tools.rule_recovery.contract.check_rule_tool`.
 
     ``settings`` are passed to :func:`eis.tools.base.make_tool` when a name is given (e.g. small
     ``n_samples`` to keep a test fast). ``cases`` are (arch, channels, side) triples.
     """
     from eis.tools.repair.base import RepairTool
+    from eis.tools.rule_recovery.base import RuleTool
+    from eis.tools.rule_recovery.contract import check_rule_tool
 
     tool = make_tool(tool_or_name, **(settings or {})) if isinstance(tool_or_name, str) else tool_or_name
     if isinstance(tool, CircuitTool):
         return check_circuit_tool(tool, seed=seed, device=device)
     if isinstance(tool, RepairTool):
         return check_repair_tool(tool, seed=seed, device=device)
+    if isinstance(tool, RuleTool):
+        return check_rule_tool(tool, ToolReport(tool.name), seed=seed)
     if not isinstance(tool, AttributionTool):
         raise EisError(f"check_tool checks attribution, circuit and repair tools, got {type(tool).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -14,7 +14,7 @@ app = typer.Typer(
 
 def _register() -> None:
     """Import the command modules, each of which adds its commands to ``app``."""
-    from eis.cli import audit, bench, demo, repair, report, results, survey, tools, zoo  # noqa: F401
+    from eis.cli import audit, bench, challenge, demo, repair, report, results, survey, tools, zoo  # noqa: F401
 
 
 _register()

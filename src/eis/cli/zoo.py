@@ -130,6 +130,15 @@ def show(
         table.add_row("circuit", f"{len(truth.nodes)} components, {len(truth.edges)} edges")
         console.print(table)
         return
+    if truth.kind == "rule":  # a network trained on a secret rule: its spec, rule and bars
+        table = Table("field", "value", show_header=False)
+        for key in ("name", "id", "rule_kind", "family", "dataset", "arch", "seed"):
+            table.add_row(key, str(c.meta.get(key)))
+        table.add_row("rule", str(truth.rule))
+        for bar, value in truth.measured.items():
+            table.add_row(f"measured {bar}", f"{value:.3f}")
+        console.print(table)
+        return
     table = Table("field", "value", show_header=False)
     for key in ("name", "id", "dataset", "arch", "population", "role", "seed"):
         table.add_row(key, str(c.meta.get(key)))

@@ -21,6 +21,7 @@ from eis.tools.base import TOOLS, Tool, list_tools
 from eis.tracks.base import TRACKS, Track
 
 DEFAULT_TRACKS = ["localize", "sanity", "faithfulness", "detect", "synthesize", "circuits", "repair"]
+DEFAULT_TRACKS += ["challenge"]  # the mechanist challenge: smoke holds two rule cases
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import nn
 from eis.errors import EisError
 from eis.registry import Registry
 
-FAMILIES = ("attribution", "detection", "synthesis", "circuits", "repair")
+FAMILIES = ("attribution", "detection", "synthesis", "circuits", "repair", "rule_recovery")
 
 
 @dataclasses.dataclass

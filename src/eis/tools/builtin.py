@@ -14,6 +14,8 @@ import eis.tools.repair.anp  # noqa: F401  (trojan removal)
 import eis.tools.repair.finetune  # noqa: F401
 import eis.tools.repair.pruning  # noqa: F401
 import eis.tools.repair.unlearning  # noqa: F401
+import eis.tools.rule_recovery.controls  # noqa: F401  (secret-rule recovery)
+import eis.tools.rule_recovery.whitebox  # noqa: F401
 import eis.tools.synthesis.adversarial_patch  # noqa: F401  (feature synthesis)
 import eis.tools.synthesis.controls  # noqa: F401
 import eis.tools.synthesis.feature_adversary  # noqa: F401

@@ -3,6 +3,7 @@
 
 def load_builtin_tracks() -> None:
     """Import the built-in track modules so that their registrations run."""
+    import eis.tracks.challenge  # noqa: F401
     import eis.tracks.circuits  # noqa: F401
     import eis.tracks.detect  # noqa: F401
     import eis.tracks.faithfulness  # noqa: F401

@@ -16,6 +16,7 @@ from eis.zoo import artifact
 from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case, Truth
 from eis.zoo.circuits.spec import CircuitSpec
+from eis.zoo.rules.spec import RuleSpec
 from eis.zoo.spec import CaseSpec, resolve_device
 from eis.zoo.suites import builtin_suites, load_suite
 
@@ -25,6 +26,7 @@ __all__ = [
     "Case",
     "CaseSpec",
     "CircuitSpec",
+    "RuleSpec",
     "Truth",
     "build_case",
     "build_suite",
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 
-def suite_cases(suite: str) -> list[CaseSpec | CircuitSpec]:
+def suite_cases(suite: str) -> list[CaseSpec | CircuitSpec | RuleSpec]:
     """The validated specs of a suite (populations expanded)."""
     return load_suite(suite)
 
@@ -112,9 +114,9 @@ def load(name_or_id: str) -> Case:
     )
 
 
-def _on_devices(spec: CaseSpec | CircuitSpec) -> list[CaseSpec | CircuitSpec]:
+def _on_devices(spec: CaseSpec | CircuitSpec | RuleSpec) -> list[CaseSpec | CircuitSpec | RuleSpec]:
     """Where a built-in spec's artifact may be: an image case on this machine's default device or the
-    CPU; a circuit case (compiled, never trained) as it is."""
+    CPU; a circuit case (compiled, never trained) or a rule case (trained on the CPU) as it is."""
     if not isinstance(spec, CaseSpec):
         return [spec]
     return [dataclasses.replace(spec, device=d) for d in dict.fromkeys([resolve_device("auto"), "cpu"])]

@@ -17,6 +17,7 @@ from eis.zoo.case import Case
 from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import make_flaw
+from eis.zoo.rules.spec import RuleSpec
 from eis.zoo.spec import CaseSpec
 from eis.zoo.train import train_model
 
@@ -55,10 +56,14 @@ def open_case(root: Path) -> Case:
         from eis.zoo.circuits.case import CircuitCase
 
         return CircuitCase(root)
+    if case.meta.get("kind") == "rule":
+        from eis.zoo.rules.case import RuleCase
+
+        return RuleCase(root)
     return case
 
 
-def cached(spec: CaseSpec | CircuitSpec) -> Case | None:
+def cached(spec: CaseSpec | CircuitSpec | RuleSpec) -> Case | None:
     """The built case for ``spec`` if its artifact exists and is intact; a corrupt one is deleted."""
     root = artifact.zoo_dir() / spec.case_id
     if not root.exists():
@@ -71,19 +76,27 @@ def cached(spec: CaseSpec | CircuitSpec) -> Case | None:
 
 
 def build_case(
-    spec: CaseSpec | CircuitSpec, *, force: bool = False, progress: Callable[[float], None] | None = None
+    spec: CaseSpec | CircuitSpec | RuleSpec,
+    *,
+    force: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[Case, bool]:
     """Build (or fetch from the cache) one case; returns the case and whether it was trained now.
 
     Raises BarError, and writes nothing, when the trained model misses a bar. Population members, whose
     triggers are drawn at random, get up to POPULATION_ATTEMPTS deterministic retries first, so that one
     unlucky draw does not sink a 60-model population; the number of attempts is kept in the truth.
-    Circuit specs (compiled transformers) are built by :mod:`eis.zoo.circuits.build`.
+    Circuit specs (compiled transformers) are built by :mod:`eis.zoo.circuits.build`, rule specs (networks
+    trained on a secret rule) by :mod:`eis.zoo.rules.build`.
     """
     if isinstance(spec, CircuitSpec):
         from eis.zoo.circuits.build import build_circuit_case
 
         return build_circuit_case(spec, force=force, progress=progress)
+    if isinstance(spec, RuleSpec):
+        from eis.zoo.rules.build import build_rule_case
+
+        return build_rule_case(spec, force=force, progress=progress)
     spec = spec.validated()
     if not force and (case := cached(spec)) is not None:
         return case, False

@@ -35,9 +35,10 @@ from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case
 from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.datasets import DATASETS
+from eis.zoo.rules.spec import RuleSpec
 from eis.zoo.spec import CaseSpec, resolve_device
 
-Spec = CaseSpec | CircuitSpec
+Spec = CaseSpec | CircuitSpec | RuleSpec
 
 Progress = Callable[[Spec, float, bool], None]
 
@@ -79,7 +80,8 @@ def build_specs(
 
 
 def _on_device(specs: Sequence[Spec], device: str) -> list[Spec]:
-    """The image specs set to train on ``device``; circuit cases are compiled, not trained: unchanged."""
+    """The image specs set to train on ``device``; circuit cases (compiled) and rule cases (small, trained
+    on the CPU) are unchanged."""
     return [dataclasses.replace(s, device=device) if isinstance(s, CaseSpec) else s for s in specs]
 
 

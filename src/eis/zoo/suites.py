@@ -33,6 +33,12 @@ on the population an eval population names with ``train_population = "<name>"`` 
     ablation = "zero"        # zero, mean or resample: the ablation that defines the true circuit
     rotate = true            # random orthogonal residual basis
     distractors = true       # inert extra heads/MLPs with weights of the same norms
+
+    [[rule]]                 # a network trained on a secret labelling rule (eis.zoo.rules)
+    name = "rule-linear-mod-1"
+    family = "linear_mod"    # template_band, region_mass, centroid (digits); linear_mod, stripes, bands
+    seed = 1                 # draws the rule's parameters
+    p = 59                   # token rules: pairs in Z_p (images: dataset = "digits")
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from eis.zoo import triggers
 from eis.zoo.circuits.spec import CircuitSpec, circuit_spec
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import CORNERS, FLAWS
+from eis.zoo.rules.spec import RuleSpec, rule_spec
 from eis.zoo.spec import CaseSpec
 
 CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
@@ -88,27 +95,29 @@ def suite_path(suite: str) -> Path:
     return Path(str(resources.files("eis.suites") / f"{suite}.toml"))
 
 
-def load_suite(suite: str) -> list[CaseSpec | CircuitSpec]:
+def load_suite(suite: str) -> list[CaseSpec | CircuitSpec | RuleSpec]:
     """The validated case specs of a suite (populations expanded), in file order."""
     path = suite_path(suite)
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise EisError(f"suite {suite!r} is not valid TOML: {exc}") from None
-    bad = sorted(set(doc) - {"description", "defaults", "case", "population", "circuit"})
+    bad = sorted(set(doc) - {"description", "defaults", "case", "population", "circuit", "rule"})
     if bad:
         raise EisError(
             f"suite {suite!r}: unknown top-level key {bad[0]!r}; "
-            "valid: description, defaults, case, population, circuit"
+            "valid: description, defaults, case, population, circuit, rule"
         )
     defaults = doc.get("defaults", {})
-    specs: list[CaseSpec | CircuitSpec] = []
+    specs: list[CaseSpec | CircuitSpec | RuleSpec] = []
     for entry in doc.get("case", []):
         specs.append(_case(suite, {**defaults, **entry}))
     for entry in doc.get("population", []):
         specs.extend(_population(suite, {**defaults, **entry}))
     for entry in doc.get("circuit", []):  # compiled transformers: they take no image defaults
         specs.append(circuit_spec(entry, f"suite {suite!r}"))
+    for entry in doc.get("rule", []):  # networks trained on a secret rule: they take no image defaults
+        specs.append(rule_spec(entry, f"suite {suite!r}"))
     trainers = {s.population for s in specs if getattr(s, "role", None) == "train"}
     for s in specs:
         if getattr(s, "train_population", None) not in (None, *trainers):
