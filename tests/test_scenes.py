@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 
 import pytest
 import torch
@@ -15,12 +16,14 @@ from eis.zoo.scenes import (
     DISTRACTOR_RADIUS,
     MAIN_RADIUS,
     SCENE_CLASSES,
+    SCENE_SIZE,
     cluttered_backgrounds,
     render_scenes,
     value_noise,
 )
 from eis.zoo.shapes import SHAPE_NAMES, render_alpha
 from eis.zoo.spec import CaseSpec
+from eis.zoo.suites import suite_path
 
 
 def test_scenes_are_deterministic_in_the_seed_and_shaped():
@@ -143,3 +146,15 @@ def test_a_tiny_scenes_build(fresh_home):
     xt, mask = case.truth().apply(x, seed=0)
     assert xt.shape == x.shape and mask.shape == (8, 48, 48) and (mask.flatten(1).sum(1) == 36).all()
     assert 0 <= case.truth().measured["asr"] <= 1
+
+
+def test_the_localize_scenes_suite_holds_faint_random_triggers():
+    """The suite's flaws, checked against the dataset's shape without rendering it (that takes seconds)."""
+    suite = tomllib.loads(suite_path("localize-scenes").read_text())
+    assert suite["defaults"]["dataset"] == "scenes"
+    flaws = [make_flaw(case["flaw"]) for case in suite["case"]]
+    for flaw in flaws:
+        flaw.check(len(SCENE_CLASSES), 3, SCENE_SIZE)
+    assert len(flaws) >= 8 and {f.kind for f in flaws} == {"patch", "natural"}
+    assert all(f.alpha < 1 for f in flaws)
+    assert all(f.position == "random" for f in flaws if f.kind == "patch")

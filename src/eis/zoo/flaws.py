@@ -208,7 +208,9 @@ class Patch(Trojan):
             c0 = m if self.corner.endswith("left") else w - s - m
             rows, cols = torch.full((n,), r0), torch.full((n,), c0)
         out, mask = _paste(x, pattern, pmask, rows.to(x.device), cols.to(x.device))
-        return x + self.alpha * (out - x), mask
+        if self.alpha < 1:  # opaque patches stay exactly the pattern
+            out = x + self.alpha * (out - x)
+        return out, mask
 
 
 @dataclasses.dataclass
