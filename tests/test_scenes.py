@@ -13,6 +13,7 @@ from eis.zoo.build import build_case
 from eis.zoo.datasets import DATASETS, ImageData
 from eis.zoo.flaws import make_flaw
 from eis.zoo.scenes import (
+    CHUNK,
     DISTRACTOR_RADIUS,
     MAIN_RADIUS,
     SCENE_CLASSES,
@@ -36,11 +37,11 @@ def test_scenes_are_deterministic_in_the_seed_and_shaped():
     assert set(y.tolist()) <= set(range(len(SCENE_CLASSES)))
 
 
-def test_chunked_rendering_matches_any_count():
-    """The first images do not depend on how many are asked for beyond one chunk's worth."""
-    small, _ = render_scenes(5, 32, seed=1)
-    large, _ = render_scenes(9, 32, seed=1)
-    assert small.shape[0] == 5 and large.shape[0] == 9
+def test_rendering_crosses_chunk_boundaries():
+    """Images are rendered in chunks; any count comes back, and later chunks are fresh draws."""
+    x, y = render_scenes(CHUNK + 3, 16, seed=1)
+    assert x.shape == (CHUNK + 3, 3, 16, 16) and y.shape == (CHUNK + 3,)
+    assert not torch.equal(x[:3], x[CHUNK:])
 
 
 def test_backgrounds_are_textured_not_flat():
