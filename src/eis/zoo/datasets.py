@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from eis.errors import EisError
 from eis.registry import Registry
+from eis.zoo.scenes import SCENE_CLASSES, SCENE_SIZE, render_scenes
 from eis.zoo.shapes import SHAPE_NAMES, render_shapes
 
 
@@ -78,6 +79,15 @@ def shapes() -> ImageData:
     train_x, train_y = render_shapes(8000, 32, seed=1)
     test_x, test_y = render_shapes(1000, 32, seed=2)
     return ImageData(train_x, train_y, test_x, test_y, tuple(SHAPE_NAMES), epochs=7, batch_size=32, lr=3e-3)
+
+
+@DATASETS.register("scenes")
+def scenes() -> ImageData:
+    """Procedural 48x48 RGB cluttered scenes (textured backgrounds, 2-5 small distractor objects); the
+    label is the shape of the one large object (:mod:`eis.zoo.scenes`)."""
+    train_x, train_y = render_scenes(8000, SCENE_SIZE, seed=11)
+    test_x, test_y = render_scenes(1000, SCENE_SIZE, seed=12)
+    return ImageData(train_x, train_y, test_x, test_y, SCENE_CLASSES, epochs=10, batch_size=64, lr=3e-3)
 
 
 def image_folder(
