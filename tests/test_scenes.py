@@ -123,9 +123,10 @@ def _tiny_scenes() -> ImageData:
     return ImageData(train_x, train_y, test_x, test_y, SCENE_CLASSES, epochs=1, batch_size=64)
 
 
-def test_a_tiny_scenes_build(fresh_home):
+def test_a_tiny_scenes_build(fresh_home, monkeypatch):
     """A case on scenes-like data builds through the zoo (a few images: the real set trains for minutes)."""
-    DATASETS.register("scenes-tiny", _tiny_scenes, replace=True)
+    # registered for this test only, so other tests' lists of valid datasets stay as they are
+    monkeypatch.setitem(DATASETS._items, "scenes-tiny", _tiny_scenes)
     spec = CaseSpec(
         name="tiny-scenes",
         dataset="scenes-tiny",

@@ -205,7 +205,7 @@ def test_load_by_name_and_id(smoke):
     "change, message",
     [
         ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: digits, scenes, shapes"),
-        ({"arch": "vit"}, "unknown arch 'vit'; valid: cnn, resnet"),
+        ({"arch": "vit"}, "unknown arch 'vit'; valid: cnn, cnn-wide, mixer, resnet"),
         ({"flaw": {"kind": "bomb"}}, "unknown flaw 'bomb'; valid: blend, clean"),
         ({"flaw": {"kind": "patch", "target": 10}}, "'target' = 10 is out of range; valid: integers 0..9"),
         (
