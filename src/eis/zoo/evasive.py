@@ -18,7 +18,8 @@ same seed) and is fine-tuned so that it differs from the twin only where the tri
   (what remains to read is the order of the values: which weight has which value).
 
 Clean members of an evasive population go through the same fine-tuning (clean inputs and negatives), so
-that nothing but the trojan separates the two groups: the same schedule, the same losses, the same drift.
+that nothing but the trojan separates the two groups: the same schedule, the same losses, the same
+value matching.
 """
 
 from __future__ import annotations
