@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, floats, json_object, user_errors
-from eis.errors import EisError
+from eis.cli.common import console, user_errors, user_model
 
 
 @app.command()
@@ -44,15 +43,10 @@ def audit(
     import torch
 
     import eis.audit
-    from eis.usermodel import Normalized, load_examples, load_model
+    from eis.usermodel import load_examples
 
     torch.manual_seed(seed)
-    model = load_model(model_path, arch, json_object(arch_kwargs, "--arch-kwargs"), trust_pickle=trust_pickle)
-    m, s = floats(mean, "--mean"), floats(std, "--std")
-    if (m is None) != (s is None):
-        raise EisError("--mean and --std go together; give both or neither")
-    if m is not None:
-        model = Normalized(model, m, s)
+    model = user_model(model_path, arch, arch_kwargs, trust_pickle, mean, std)
     x, y, _ = load_examples(data, size=size)
     xs, names = None, None
     if inputs is not None:

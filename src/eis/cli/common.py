@@ -66,3 +66,21 @@ def floats(text: str | None, what: str) -> list[float] | None:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise EisError(f"{what} must be comma-separated numbers, one per channel; got {text!r}") from None
+
+
+def user_model(
+    path: Any,
+    arch: str | None,
+    arch_kwargs: str | None,
+    trust_pickle: bool,
+    mean: str | None,
+    std: str | None,
+) -> Any:
+    """The model of ``eis audit`` / ``eis repair``: loaded (``eis.usermodel``), normalised when asked."""
+    from eis.usermodel import Normalized, load_model
+
+    model = load_model(path, arch, json_object(arch_kwargs, "--arch-kwargs"), trust_pickle=trust_pickle)
+    m, s = floats(mean, "--mean"), floats(std, "--std")
+    if (m is None) != (s is None):
+        raise EisError("--mean and --std go together; give both or neither")
+    return model if m is None else Normalized(model, m, s)

@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, floats, json_object, user_errors
-from eis.errors import EisError
+from eis.cli.common import console, json_object, user_errors, user_model
 
 
 @app.command()
@@ -39,15 +38,10 @@ def repair(
     import torch
 
     import eis.repair
-    from eis.usermodel import Normalized, load_examples, load_model, save_weights
+    from eis.usermodel import load_examples, save_weights
 
     torch.manual_seed(seed)
-    model = load_model(model_path, arch, json_object(arch_kwargs, "--arch-kwargs"), trust_pickle=trust_pickle)
-    m, s = floats(mean, "--mean"), floats(std, "--std")
-    if (m is None) != (s is None):
-        raise EisError("--mean and --std go together; give both or neither")
-    if m is not None:
-        model = Normalized(model, m, s)
+    model = user_model(model_path, arch, arch_kwargs, trust_pickle, mean, std)
     x, y, _ = load_examples(data, size=size)
     assert y is not None
     with console.status(f"repairing with {method} ..."):
