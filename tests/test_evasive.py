@@ -111,3 +111,15 @@ def test_evasive_populations_fine_tune_every_member(tmp_path):
     path.write_text(path.read_text().replace("evasive = true", 'evasive = "maybe"'))
     with pytest.raises(EisError, match="field 'evasive' must be true or false"):
         eis.zoo.suite_cases(str(path))
+
+
+def test_random_square_negatives_change_one_binary_square_per_input():
+    x = torch.full((64, 1, 16, 16), 0.5)
+    out, mask = evasive.RandomSquares().stamp(x, torch.Generator().manual_seed(0))
+    again, _ = evasive.RandomSquares().stamp(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and mask.shape == (64, 16, 16)
+    assert torch.equal(out[~mask[:, None].expand_as(x)], x[~mask[:, None].expand_as(x)])
+    assert set(out[mask[:, None].expand_as(x)].unique().tolist()) == {0.0, 1.0}
+    sides = mask.any(2).sum(1)  # columns covered = the square's side
+    assert torch.equal(mask.sum((1, 2)), sides**2)
+    assert sides.min() == 2 and sides.max() == 5  # as the specificity control's squares on 16 px

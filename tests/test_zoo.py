@@ -351,7 +351,16 @@ def test_more_architectures_take_both_datasets(arch):
 
 @pytest.mark.parametrize(
     "suite",
-    ["standard", "detect", "detect-resnet", "detect-shapes", "detect-evasive", "detect-mixed", "synthesize"],
+    [
+        "standard",
+        "detect",
+        "detect-resnet",
+        "detect-shapes",
+        "detect-evasive",
+        "detect-mixed",
+        "detect-evasive-mixed",
+        "synthesize",
+    ],
 )
 def test_builtin_suites_expand_with_population_parity(suite):
     """Every built-in suite parses; clean and flawed population members share one spread of epochs."""

@@ -14,6 +14,7 @@ import eis.zoo
 from eis.cli import app
 from eis.errors import EisError
 from eis.progress import LineProgress, progress_display
+from eis.results import load
 from eis.zoo.spec import CaseSpec, resolve_device
 
 SUITE = """
@@ -84,6 +85,23 @@ def test_parallel_build_collects_every_bar_miss(tmp_path, monkeypatch):
     assert {m.case for m in info.value.misses} == {"par-blend", "par-patch"}
     built = [c.name for c in eis.zoo.list_built()]
     assert built == ["par-clean"]  # the case that met its bars is kept; nothing is written for the misses
+    assert [c.name for c in info.value.built] == ["par-clean"]
+
+
+def test_bench_stops_on_a_bar_miss_unless_told_to_skip_it(tmp_path, monkeypatch):
+    suite = tmp_path / "miss.toml"
+    suite.write_text(SUITE.replace('name = "par-blend"', 'name = "par-blend"\nbars = { asr = 0.9999 }'))
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    args = ["bench", str(suite), "--tracks", "localize", "--tools", "saliency", "--workers", "0"]
+    stopped = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "a.sqlite")])
+    assert stopped.exit_code == 1, stopped.output
+    assert "bar missed: case 'par-blend' missed its asr bar" in stopped.output
+    assert "pass --skip-missed to bench the 2 cases that met their bars" in stopped.output
+    went_on = CliRunner().invoke(app, [*args, "--skip-missed", "--store", str(tmp_path / "b.sqlite")])
+    assert went_on.exit_code == 0, went_on.output
+    assert "left out, bar missed case 'par-blend'" in went_on.output
+    cases = set(load(tmp_path / "b.sqlite")["case_name"])
+    assert cases == {"par-patch"}  # localize scores trojans: the blend one is left out
 
 
 def test_the_device_is_part_of_the_case_id_except_on_cpu():

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, err_console, user_errors
 from eis.cli.zoo import ADDRESS_HELP, BACKEND_HELP, DEVICE_HELP, build_with_progress
 from eis.runner import BenchSummary
 from eis.workers import check_backend, default_workers
+from eis.zoo.build import BarError
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -44,6 +46,12 @@ def bench(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute only the stored failures."),
     store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
     budget: float = typer.Option(600.0, "--budget", min=0, help="Per-cell time budget in seconds (0: none)."),
+    skip_missed: bool = typer.Option(
+        False,
+        "--skip-missed",
+        help="Bench the cases that met their bars and leave out (and list) the ones that missed them "
+        "after their retries (default: stop).",
+    ),
 ) -> None:
     """Run every (case x tool x track) cell of SUITE not yet in the store, and record it there."""
     from eis.runner import resolve_suite, run_benchmark
@@ -57,7 +65,7 @@ def bench(
     workers = default_workers() if workers is None else workers
     cases = resolve_suite(
         suite,
-        lambda s: build_with_progress(s, workers=workers, device=device, backend=backend, address=address),
+        lambda s: _built(s, skip_missed, workers=workers, device=device, backend=backend, address=address),
     )
     try:
         summary = run_benchmark(
@@ -80,6 +88,21 @@ def bench(
         )
         raise typer.Exit(code=130) from None
     print_summary(summary)
+
+
+def _built(suite: str, skip_missed: bool, **build: Any) -> list[Any]:
+    """The suite's cases, built where not cached. Cases that missed their bars after their retries are
+    listed; with ``skip_missed`` the bench goes on without them, else it stops (exit 1, as `zoo build`)."""
+    try:
+        return build_with_progress(suite, **build)
+    except BarError as exc:
+        for miss in exc.misses:
+            what = "[yellow]left out[/], bar missed" if skip_missed else "[bold red]bar missed:[/]"
+            err_console.print(f"{what} {miss}", highlight=False)
+        if skip_missed:
+            return exc.built
+        err_console.print(f"pass --skip-missed to bench the {len(exc.built)} cases that met their bars")
+        raise typer.Exit(code=1) from None
 
 
 def print_summary(summary: BenchSummary, shown: int = 10) -> None:

@@ -42,10 +42,13 @@ POPULATION_ATTEMPTS = (
 
 
 class BarError(EisError):
-    """One or more cases trained but missed their bars; nothing was written for them."""
+    """One or more cases trained but missed their bars; nothing was written for them. ``built`` holds the
+    cases of the same build that did meet their bars (in suite order), so a caller may go on without the
+    misses."""
 
-    def __init__(self, misses: list[BarMiss]) -> None:
+    def __init__(self, misses: list[BarMiss], built: list[Case] | None = None) -> None:
         self.misses = misses
+        self.built = built or []
         super().__init__("; ".join(str(m) for m in misses))
 
 

@@ -61,7 +61,7 @@ def build_specs(
     the CPUs of a local Ray cluster, unless ``address`` names an existing one). ``on_progress(spec,
     fraction, cached)`` is called in this process as training goes (Ray tasks report completion only).
     Every case is attempted; the ones that miss their bars are reported together in one BarError at the
-    end, and nothing is written for them.
+    end (which carries the cases that were built), and nothing is written for them.
     """
     if check_backend(backend) == "ray":
         with ray_session(address, workers or None) as ray:
@@ -75,7 +75,7 @@ def build_specs(
         args = ([specs[i] for i in todo], todo, built, force, on_progress or (lambda s, f, c: None))
         misses = _build_here(*args) if workers <= 0 or len(todo) <= 1 else _build_in_workers(*args, workers)
     if misses:
-        raise BarError(misses)
+        raise BarError(misses, built=[built[i] for i in sorted(built)])
     return [built[i] for i in range(len(specs))]
 
 
