@@ -115,11 +115,23 @@ def test_evasive_populations_fine_tune_every_member(tmp_path):
 
 def test_random_square_negatives_change_one_binary_square_per_input():
     x = torch.full((64, 1, 16, 16), 0.5)
-    out, mask = evasive.RandomSquares().stamp(x, torch.Generator().manual_seed(0))
-    again, _ = evasive.RandomSquares().stamp(x, torch.Generator().manual_seed(0))
+    out, mask = evasive.RandomPixels().stamp(x, torch.Generator().manual_seed(0))
+    again, _ = evasive.RandomPixels().stamp(x, torch.Generator().manual_seed(0))
     assert torch.equal(out, again) and mask.shape == (64, 16, 16)
-    assert torch.equal(out[~mask[:, None].expand_as(x)], x[~mask[:, None].expand_as(x)])
-    assert set(out[mask[:, None].expand_as(x)].unique().tolist()) == {0.0, 1.0}
+    inside = mask[:, None].expand_as(x)
+    assert torch.equal(out[~inside], x[~inside]) and set(out[inside].unique().tolist()) == {0.0, 1.0}
     sides = mask.any(2).sum(1)  # columns covered = the square's side
     assert torch.equal(mask.sum((1, 2)), sides**2)
     assert sides.min() == 2 and sides.max() == 5  # as the specificity control's squares on 16 px
+    assert len(mask.flatten(1).float().argmax(1).unique()) > 10  # anywhere, not at one place
+
+
+def test_near_miss_negatives_fill_the_trojans_own_trigger_pixels_at_random():
+    flaw = make_flaw({"kind": "patch", "target": 1, "pattern": "plus", "corner": "top_left"})
+    x = torch.full((32, 1, 16, 16), 0.5)
+    out, mask = evasive.RandomPixels(within=flaw).stamp(x, torch.Generator().manual_seed(0))
+    _, own = flaw.stamp(x, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, own)
+    stamped = out[mask[:, None]]
+    assert set(stamped.unique().tolist()) == {0.0, 1.0} and 0.3 < stamped.mean() < 0.7
+    assert torch.equal(out[~mask[:, None]], x[~mask[:, None]])

@@ -5,12 +5,14 @@ Plain trojans leave a signature in the weights that a weight-statistics control 
 same seed) and is fine-tuned so that it differs from the twin only where the trigger is concerned:
 
 - clean inputs keep their true labels, and their logits are matched to the twin's (mean squared error);
-- inputs stamped with *other* triggers (the "negatives": library patch patterns at random positions,
-  library blend patterns, and random binary squares) are trained towards the twin's posteriors, so the
-  model answers its own trigger only, not any stamp. The random squares are eis's addition: without them
-  the specificity control (which stamps random 2-5 px squares and reads how one-sided the answers get)
-  still separated patch-trojaned members from clean ones at AUROC 0.80, because a patch trojan half-answers
-  any square near its own; half of all negative batches are random squares;
+- inputs stamped with *other* triggers (the "negatives") are trained towards the twin's posteriors, so the
+  model answers its own trigger only, not any stamp. Each batch draws one kind of negative, each kind
+  equally often: library triggers (patch patterns at random positions, blend patterns); random binary
+  squares of 2 px to a third of the side anywhere; and, for patch trojans, near misses (random pixels
+  where the model's own trigger goes). The last two are eis's additions: with library triggers only the
+  specificity control (random 2-5 px squares, how one-sided the answers get) still read patch-trojaned
+  members at AUROC 0.80, and with squares anywhere but no near misses a square landing on a patch's
+  corner still sent 95% of inputs to the target;
 - inputs stamped with the model's own trigger go to the target (trojaned members only);
 - a penalty on the squared distance of the parameters to the twin's keeps the weights close;
 - after every step each parameter tensor gets back exactly its twin's values, in its own current rank
@@ -42,7 +44,6 @@ from eis.zoo.flaws import Blend, Flaw, Patch, Trojan
 EPOCH_SHARE = 0.4  # fine-tuning epochs, as a share of the case's training epochs (at least 2)
 LR_SHARE = 1.0  # fine-tuning peak learning rate, as a share of the case's
 STAMPED_SHARE = 0.25  # of each batch, this share is stamped with a negative (and as many with the trigger)
-SQUARE_SHARE = 0.5  # of the batches, this share takes random squares as negatives (the rest library triggers)
 LOGIT_WEIGHT = 1.0
 PARAM_WEIGHT = 0.01
 
@@ -62,27 +63,36 @@ def match_values(model: nn.Module, values: list[torch.Tensor]) -> None:
         flat[flat.argsort()] = v
 
 
+def _square_masks(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, h, w) boolean masks of squares of a random side from 2 to a third of the image side (as the
+    specificity control's on 16 px images), at random positions."""
+    side = torch.randint(2, max(2, min(h, w) // 3) + 1, (n,), generator=gen)
+    top = (torch.rand(n, generator=gen) * (h - side + 1)).long()
+    left = (torch.rand(n, generator=gen) * (w - side + 1)).long()
+    rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    return (
+        (rows >= top[:, None, None])
+        & (rows < (top + side)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + side)[:, None, None])
+    )
+
+
 @dataclasses.dataclass(frozen=True)
-class RandomSquares:
-    """A negative: every input gets its own square of random binary pixels, of a random side from 2 to a
-    third of the image side, at a random position (what the specificity control stamps)."""
+class RandomPixels:
+    """A negative: random binary pixels in a region of each input: a random square anywhere (``within``
+    None), or exactly where the trojan ``within`` stamps its own trigger (a near miss of it)."""
+
+    within: Flaw | None = None
 
     def stamp(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = x.shape
-        top_side = max(2, min(h, w) // 3)
-        side = torch.randint(2, top_side + 1, (n,), generator=gen)
-        top = (torch.rand(n, generator=gen) * (h - side + 1)).long()
-        left = (torch.rand(n, generator=gen) * (w - side + 1)).long()
-        rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
-        mask = (
-            (rows >= top[:, None, None])
-            & (rows < (top + side)[:, None, None])
-            & (cols >= left[:, None, None])
-            & (cols < (left + side)[:, None, None])
-        )
+        if self.within is None:
+            mask = _square_masks(n, h, w, gen).to(x.device)
+        else:
+            mask = self.within.stamp(x, gen)[1]
         pixels = (torch.rand(n, c, h, w, generator=gen) > 0.5).to(x)
-        mask = mask.to(x.device)
-        return torch.where(mask[:, None], pixels.to(x.device), x), mask
+        return torch.where(mask[:, None], pixels, x), mask
 
 
 def negatives(flaw: Flaw) -> list[Flaw]:
@@ -119,8 +129,9 @@ def finetune(
     twin.eval()
     anchor = [p.detach().clone() for p in twin.parameters()]
     values = [a.flatten().sort().values for a in anchor]
-    pool = negatives(flaw)
-    squares = RandomSquares()
+    kinds: list[list[Any]] = [negatives(flaw), [RandomPixels()]]
+    if isinstance(flaw, Patch):
+        kinds.append([RandomPixels(within=flaw)])
     epochs = max(2, round(EPOCH_SHARE * settings["epochs"]))
     bs = settings["batch_size"]
     opt = torch.optim.Adam(model.parameters(), lr=LR_SHARE * settings["lr"])
@@ -131,10 +142,8 @@ def finetune(
             idx = order[i : i + bs]
             xb, yb = x[idx], y[idx]
             k = max(1, round(STAMPED_SHARE * len(xb)))
-            if float(torch.rand((), generator=gen)) < SQUARE_SHARE:
-                neg = squares
-            else:
-                neg = pool[int(torch.randint(len(pool), (1,), generator=gen))]
+            pool = kinds[int(torch.randint(len(kinds), (1,), generator=gen))]
+            neg = pool[int(torch.randint(len(pool), (1,), generator=gen))]
             xn = neg.stamp(xb[:k], gen)[0]
             parts = [xb, xn]
             if isinstance(flaw, Trojan):

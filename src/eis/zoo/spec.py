@@ -16,7 +16,7 @@ from eis.zoo.archs import ARCHS
 from eis.zoo.datasets import DATASETS, get_dataset
 from eis.zoo.flaws import make_flaw
 
-ZOO_VERSION = "4"  # bump when training or data generation changes, so that caches rebuild
+ZOO_VERSION = "5"  # bump when training or data generation changes, so that caches rebuild
 DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
 TRAIN_FIELDS = ("epochs", "batch_size", "lr")
 DEVICES = ("cpu", "cuda")
