@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +191,48 @@ def test_parallel_build_returns_circuit_cases_as_circuit_cases(tmp_path, monkeyp
         circuit = cases[-1]
         assert isinstance(circuit, CircuitCase), attempt
         assert circuit.truth() is not None and not isinstance(cases[0], CircuitCase)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendants of ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_build_workers_exit_when_the_building_process_is_killed(tmp_path):
+    suite = tmp_path / "slow.toml"
+    suite.write_text(SUITE.replace("train = { epochs = 2 }", "train = { epochs = 400 }"))
+    build = f"eis.zoo.build_suite({str(suite)!r}, workers=2)"
+    script = f"import eis.zoo\nif __name__ == '__main__':\n    {build}\n"
+    env = {**os.environ, "EIS_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        workers: set[int] = set()
+        for _ in range(600):  # the forkserver and two workers under it
+            time.sleep(0.1)
+            workers = _descendants(proc.pid)
+            if len(workers) >= 3 or proc.poll() is not None:
+                break
+        assert len(workers) >= 3 and proc.poll() is None
+        proc.kill()  # SIGKILL: no handler, no cleanup in the building process
+        proc.wait()
+        for _ in range(300):
+            alive = {p for p in workers if Path(f"/proc/{p}").exists()}
+            if not alive:
+                break
+            time.sleep(0.1)
+        assert not alive, f"worker processes {sorted(alive)} outlived the build"
+    finally:
+        for p in _descendants(proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(p, 9)

@@ -54,6 +54,29 @@ def adopt_environment(env: dict[str, str], prefix: str = "") -> None:
     os.environ.update(env)
 
 
+def exit_with(pid: int, every_s: float = 1.0) -> None:
+    """End this worker process soon after process ``pid`` (the one that started the pool) is gone.
+
+    A pool's workers are children of the forkserver, not of the process that uses them: when that
+    process is killed (SIGTERM, SIGKILL, a closed terminal), nothing tells them, and they would train on
+    for nobody. A daemon thread polls ``pid`` and exits the worker, without cleanup, when it has gone.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, owned by someone else (cannot happen for our own parent)
+                pass
+
+    threading.Thread(target=watch, name="eis-exit-with-parent", daemon=True).start()
+
+
 def one_thread() -> int:
     """Hold torch to one intra-op thread; returns the previous count (to restore it)."""
     import torch

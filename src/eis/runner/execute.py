@@ -48,7 +48,7 @@ import numpy as np
 from eis.errors import EisError
 from eis.results.store import Store, encode_png, to_jsonable
 from eis.runner.cells import Cell
-from eis.workers import adopt_environment, check_backend, one_thread, process_context
+from eis.workers import adopt_environment, check_backend, exit_with, one_thread, process_context
 
 MAX_ERROR_CHARS = 2000
 
@@ -244,9 +244,11 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
 
 
 # -- workers -------------------------------------------------------------------------------------------
-def _worker_main(conn: mpc.Connection, modules: Sequence[str], env: dict[str, str]) -> None:
-    """Worker process: import what registers the tools and tracks, then run cells until told to stop."""
+def _worker_main(conn: mpc.Connection, modules: Sequence[str], env: dict[str, str], parent: int) -> None:
+    """Worker process: import what registers the tools and tracks, then run cells until told to stop (or
+    until the parent is gone, even mid-cell)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    exit_with(parent)
     adopt_environment(env)
     one_thread()
     setup_error = ""
@@ -277,7 +279,7 @@ class _Worker:
     def __init__(self, ctx: Any, modules: Sequence[str]) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_worker_main, args=(child, list(modules), dict(os.environ)), daemon=True
+            target=_worker_main, args=(child, list(modules), dict(os.environ), os.getpid()), daemon=True
         )
         self.proc.start()
         child.close()

@@ -24,6 +24,7 @@ from eis.workers import (
     adopt_environment,
     check_backend,
     eis_environment,
+    exit_with,
     one_thread,
     process_context,
     ray_gpus_per_task,
@@ -139,7 +140,7 @@ def _build_in_workers(
         min(workers, len(specs)),
         mp_context=ctx,
         initializer=_init,
-        initargs=(progress, modules, dict(os.environ)),
+        initargs=(progress, modules, dict(os.environ), os.getpid()),
     )
     finished = False
     try:
@@ -195,12 +196,13 @@ def _registering_modules(specs: Sequence[Spec]) -> list[str]:
     return sorted(m for m in mods if m and not m.startswith("eis.") and m not in ("__main__", "__mp_main__"))
 
 
-def _init(progress: Any, modules: Sequence[str], env: dict[str, str]) -> None:
-    """Worker start-up: the parent's environment, one torch thread, the progress queue, and the modules
-    that register names."""
+def _init(progress: Any, modules: Sequence[str], env: dict[str, str], parent: int) -> None:
+    """Worker start-up: exit when the parent does, the parent's environment, one torch thread, the
+    progress queue, and the modules that register names."""
     import importlib
 
     global _QUEUE
+    exit_with(parent)
     adopt_environment(env)
     one_thread()
     _QUEUE = progress
