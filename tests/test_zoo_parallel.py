@@ -86,9 +86,12 @@ def test_parallel_build_collects_every_bar_miss(tmp_path, monkeypatch):
         )
     )
     monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    done: list[str] = []
+    report = lambda s, f, hit: done.append(s.name) if f >= 1.0 else None  # noqa: E731
     with pytest.raises(eis.zoo.BarError) as info:
-        eis.zoo.build_suite(str(suite), workers=2, device="cpu")
+        eis.zoo.build_suite(str(suite), workers=2, device="cpu", on_progress=report)
     assert {m.case for m in info.value.misses} == {"par-blend", "par-patch"}
+    assert sorted(done) == ["par-blend", "par-clean", "par-patch"]  # misses end their progress bars too
     built = [c.name for c in eis.zoo.list_built()]
     assert built == ["par-clean"]  # the case that met its bars is kept; nothing is written for the misses
     assert [c.name for c in info.value.built] == ["par-clean"]

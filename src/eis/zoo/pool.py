@@ -60,7 +60,8 @@ def build_specs(
 
     workers: 0 = one at a time in this process; N >= 1 = up to N worker processes (with ``backend="ray"``:
     the CPUs of a local Ray cluster, unless ``address`` names an existing one). ``on_progress(spec,
-    fraction, cached)`` is called in this process as training goes (Ray tasks report completion only).
+    fraction, cached)`` is called in this process as training goes (Ray tasks report completion only), and
+    with fraction 1.0 once per case when it is cached, built, or has missed its bars.
     Every case is attempted; the ones that miss their bars are reported together in one BarError at the
     end (which carries the cases that were built), and nothing is written for them.
     """
@@ -119,6 +120,7 @@ def _build_here(
                 report(spec, 1.0, False)
             except BarError as exc:
                 misses.extend(exc.misses)
+                report(spec, 1.0, False)
     finally:
         torch.set_num_threads(threads)
     return misses
@@ -158,7 +160,7 @@ def _build_in_workers(
                     misses.extend(case_misses)
                 else:
                     built[index[k]] = open_case(Path(root))
-                    report(specs[k], 1.0, False)
+                report(specs[k], 1.0, False)
         _drain(progress, specs, report, finished_specs)
         finished = True
     except cf.process.BrokenProcessPool:
@@ -263,8 +265,8 @@ def _build_on_ray(
         case_id, files, case_misses = ray.get(ready[0])
         if files is None:
             misses.extend(case_misses)
-            continue
-        built[index[k]] = open_case(artifact.unpack(case_id, files))
+        else:
+            built[index[k]] = open_case(artifact.unpack(case_id, files))
         if on_progress:
             on_progress(specs[k], 1.0, False)
     return misses
