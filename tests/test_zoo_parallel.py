@@ -219,8 +219,8 @@ def test_build_workers_exit_when_the_building_process_is_killed(tmp_path):
     script = f"import eis.zoo\nif __name__ == '__main__':\n    {build}\n"
     env = {**os.environ, "EIS_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    workers: set[int] = set()
     try:
-        workers: set[int] = set()
         for _ in range(600):  # the forkserver and two workers under it
             time.sleep(0.1)
             workers = _descendants(proc.pid)
@@ -235,7 +235,8 @@ def test_build_workers_exit_when_the_building_process_is_killed(tmp_path):
                 break
             time.sleep(0.1)
         assert not alive, f"worker processes {sorted(alive)} outlived the build"
-    finally:
-        for p in _descendants(proc.pid):
+    finally:  # whatever is left (the workers were reparented when the build died)
+        proc.kill()
+        for p in workers | _descendants(proc.pid):
             with contextlib.suppress(OSError):
                 os.kill(p, 9)
