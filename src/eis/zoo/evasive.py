@@ -63,32 +63,18 @@ def match_values(model: nn.Module, values: list[torch.Tensor]) -> None:
         flat[flat.argsort()] = v
 
 
-def _square_masks(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
-    """(n, h, w) boolean masks of squares of a random side from 2 to a third of the image side (as the
-    specificity control's on 16 px images), at random positions."""
-    side = torch.randint(2, max(2, min(h, w) // 3) + 1, (n,), generator=gen)
-    top = (torch.rand(n, generator=gen) * (h - side + 1)).long()
-    left = (torch.rand(n, generator=gen) * (w - side + 1)).long()
-    rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
-    return (
-        (rows >= top[:, None, None])
-        & (rows < (top + side)[:, None, None])
-        & (cols >= left[:, None, None])
-        & (cols < (left + side)[:, None, None])
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class RandomPixels:
     """A negative: random binary pixels in a region of each input: a random square anywhere (``within``
-    None), or exactly where the trojan ``within`` stamps its own trigger (a near miss of it)."""
+    None; sides 2 px to a third of the image side, as the specificity control's on 16 px images), or
+    exactly where the trojan ``within`` stamps its own trigger (a near miss of it)."""
 
     within: Flaw | None = None
 
     def stamp(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = x.shape
         if self.within is None:
-            mask = _square_masks(n, h, w, gen).to(x.device)
+            mask = triggers.square_masks(n, h, w, gen, 2, max(2, min(h, w) // 3)).to(x.device)
         else:
             mask = self.within.stamp(x, gen)[1]
         pixels = (torch.rand(n, c, h, w, generator=gen) > 0.5).to(x)

@@ -107,6 +107,21 @@ PATCH_PATTERNS: dict[str, Callable[[int], Pattern]] = {
 }
 
 
+def square_masks(n: int, h: int, w: int, gen: torch.Generator, min_side: int, max_side: int) -> torch.Tensor:
+    """(n, h, w) boolean masks of squares of random sides in [min_side, max_side] at random positions (the
+    specificity control's triggers, and the evasive fine-tuning's negatives against it)."""
+    side = torch.randint(min_side, max_side + 1, (n,), generator=gen)
+    top = (torch.rand(n, generator=gen) * (h - side + 1)).long()
+    left = (torch.rand(n, generator=gen) * (w - side + 1)).long()
+    rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    return (
+        (rows >= top[:, None, None])
+        & (rows < (top + side)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + side)[:, None, None])
+    )
+
+
 def patch_pattern(name: str, size: int, channels: int) -> Pattern:
     """The named patch pattern at ``size`` pixels, as (channels, s, s) colours and an (s, s) bool mask."""
     rgb, mask = PATCH_PATTERNS[name](size)

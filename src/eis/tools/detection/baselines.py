@@ -29,6 +29,7 @@ from torch import nn
 from eis.errors import EisError, ToolRefusal
 from eis.tools.base import register_tool
 from eis.tools.detection.base import Detection, DetectionTool, check_population, model_device
+from eis.zoo.triggers import square_masks
 
 
 def _stats(w: torch.Tensor, norm: bool = True) -> torch.Tensor:
@@ -184,16 +185,7 @@ class Specificity(DetectionTool):
             )
         gen = torch.Generator().manual_seed(self.seed)
         t = self.n_triggers
-        size = torch.randint(self.min_size, self.max_size + 1, (t,), generator=gen)
-        top = (torch.rand(t, generator=gen) * (h - size + 1)).long()
-        left = (torch.rand(t, generator=gen) * (w - size + 1)).long()
-        rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
-        masks = (
-            (rows >= top[:, None, None])
-            & (rows < (top + size)[:, None, None])
-            & (cols >= left[:, None, None])
-            & (cols < (left + size)[:, None, None])
-        ).float()
+        masks = square_masks(t, h, w, gen, self.min_size, self.max_size).float()
         patterns = (torch.rand(t, c, h, w, generator=gen) > 0.5).float()
         return masks, patterns
 
