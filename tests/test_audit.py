@@ -240,27 +240,34 @@ def test_shipped_calibration_says_what_made_it():
 def test_calibrate_command_rebuilds_the_table(tmp_path):
     from eis.results.store import open_store
 
-    with open_store(tmp_path / "r.sqlite") as st:
-        for i, (flaw, score) in enumerate((("clean", 0.4), ("patch", 3.1), ("clean", 1.1), ("blend", 2.6))):
-            st.put(
-                {
-                    "key": f"k{i}",
-                    "case_id": f"c{i}",
-                    "tool": "neural_cleanse",
-                    "track": "detect",
-                    "status": "ok",
-                    "flaw": flaw,
-                    "family": "detection",
-                    "control": 0,
-                    "scores": {"score": score},
-                }
-            )
+    cells = (("clean", 0.4), ("patch", 3.1), ("clean", 1.1), ("blend", 2.6), ("clean", 2.2), ("patch", 1.0))
+    for name, part in (("a", range(4)), ("b", range(2, 6))):  # two stores sharing cells k2 and k3
+        with open_store(tmp_path / f"{name}.sqlite") as st:
+            for i in part:
+                st.put(
+                    {
+                        "key": f"k{i}",
+                        "case_id": f"c{i}",
+                        "tool": "neural_cleanse",
+                        "track": "detect",
+                        "status": "ok",
+                        "flaw": cells[i][0],
+                        "family": "detection",
+                        "control": 0,
+                        "scores": {"score": cells[i][1]},
+                    }
+                )
     out = tmp_path / "cal.json"
-    res = CliRunner().invoke(app, ["calibrate", "--store", str(tmp_path / "r.sqlite"), "--suites", "mine",
+    res = CliRunner().invoke(app, ["calibrate", "--store", str(tmp_path / "a.sqlite"), "--suites", "mine",
                                    "--out", str(out)])  # fmt: skip
     assert res.exit_code == 0, res.output
     nc = load_calibration(out)["detectors"]["neural_cleanse"]
     assert (nc["tpr"], nc["fpr"], nc["n"]) == (1.0, 0.0, 4)
+    both = ["--store", str(tmp_path / "a.sqlite"), "--store", str(tmp_path / "b.sqlite")]
+    res = CliRunner().invoke(app, ["calibrate", *both, "--suites", "mine", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    nc = load_calibration(out)["detectors"]["neural_cleanse"]
+    assert (nc["tpr"], nc["fpr"], nc["n"]) == (2 / 3, 1 / 3, 6)  # pooled, each shared cell once
     res = CliRunner().invoke(app, ["calibrate", "--store", str(tmp_path / "none.sqlite"), "--suites", "x"])
     assert res.exit_code == 2
 

@@ -74,16 +74,25 @@ def audit(
 @user_errors
 def calibrate(
     out: Path = typer.Option(Path("calibration.json"), "--out", help="Where to write the table."),
-    store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
+    store: list[Path] = typer.Option(
+        None,
+        "--store",
+        help="Results store (default: $EIS_STORE or EIS_HOME); repeat to pool the cells of several "
+        "(a cell in more than one counts once).",
+    ),
     suites: str = typer.Option(..., "--suites", help="Comma-separated suites the store's runs came from."),
     note: str = typer.Option("", "--note", help="A sentence kept in the table (e.g. how it was made)."),
 ) -> None:
-    """Build the calibration table (each tool's track record) from a results store."""
+    """Build the calibration table (each tool's track record) from one or more results stores."""
     from eis.audit import build_calibration, save_calibration
     from eis.results.store import open_store
 
-    with open_store(store, create=False) as st:
-        table = build_calibration(st.records(), suites=suites.split(","), note=note)
+    records: dict[str, dict] = {}
+    for path in store or [None]:
+        with open_store(path, create=False) as st:
+            for rec in st.records():
+                records.setdefault(rec["key"], rec)
+    table = build_calibration(list(records.values()), suites=suites.split(","), note=note)
     path = save_calibration(table, out)
     console.print(
         f"calibration table for {len(table['detectors'])} detectors written to {path}", highlight=False
