@@ -135,3 +135,20 @@ def test_near_miss_negatives_fill_the_trojans_own_trigger_pixels_at_random():
     stamped = out[mask[:, None]]
     assert set(stamped.unique().tolist()) == {0.0, 1.0} and 0.3 < stamped.mean() < 0.7
     assert torch.equal(out[~mask[:, None]], x[~mask[:, None]])
+
+
+@pytest.mark.parametrize(
+    "flaw, near_misses",
+    [
+        ({"kind": "patch", "target": 1, "pattern": "plus"}, True),
+        ({"kind": "blend", "target": 1, "pattern": "rings"}, False),
+        ({"kind": "clean"}, False),
+    ],
+)
+def test_negative_kinds_are_library_squares_and_a_patchs_near_misses(flaw, near_misses):
+    f = make_flaw(flaw)
+    kinds = evasive.negative_kinds(f)
+    assert kinds[0] == evasive.negatives(f) and kinds[1] == [evasive.RandomPixels()]
+    assert len(kinds) == 2 + near_misses
+    if near_misses:
+        assert kinds[2] == [evasive.RandomPixels(within=f)]

@@ -51,6 +51,25 @@ def test_second_build_is_a_cache_hit(fresh_home, monkeypatch):
     assert not trained and case.id == tiny().validated().case_id
 
 
+def test_a_zoo_version_bump_renames_the_case_but_keeps_its_cell_seeds(fresh_home, monkeypatch):
+    from eis.runner.cells import expand
+    from eis.runner.plugins import load_builtins
+
+    load_builtins()
+    spec = tiny().validated()
+    case, _ = build_case(spec)
+    assert case.seed_id == spec.seed_id == spec.case_id  # today's version is the seed version
+    cells = expand([case], ["saliency"], ["localize"])
+    monkeypatch.setattr("eis.zoo.spec.ZOO_VERSION", "bumped")
+    bumped, trained = build_case(spec)
+    assert trained and bumped.id != case.id and bumped.seed_id == case.seed_id
+    # the same model (training does not read the version), a new cache key, the same seed
+    assert (bumped.root / "model.safetensors").read_bytes() == (case.root / "model.safetensors").read_bytes()
+    again = expand([bumped], ["saliency"], ["localize"])
+    assert [c.seed for c in again] == [c.seed for c in cells]
+    assert {c.key for c in again}.isdisjoint(c.key for c in cells)
+
+
 def test_corrupt_artifact_is_rebuilt_not_loaded(fresh_home):
     case, _ = build_case(tiny())
     weights = case.root / "model.safetensors"

@@ -63,9 +63,9 @@ def cell_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def cell_seed(case_id: str, track: str) -> int:
-    """A 31-bit seed from the case and the track, shared by every tool on that case and track."""
-    return int(hashlib.sha256(f"{case_id}|{track}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+def cell_seed(seed_id: str, track: str) -> int:
+    """A 31-bit seed from a case's ``seed_id`` and a track, shared by every tool on that case and track."""
+    return int(hashlib.sha256(f"{seed_id}|{track}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 def resolve_tracks(names: Sequence[str] | None) -> list[Track]:
@@ -144,7 +144,7 @@ def expand(
                         track=tr.name,
                         track_version=str(tr.version),
                         key=key,
-                        seed=cell_seed(case.id, tr.name),
+                        seed=cell_seed(case.seed_id, tr.name),
                         tool_obj=tool,
                         partners=partners,
                     ),

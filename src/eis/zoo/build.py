@@ -118,6 +118,7 @@ def build_case(
     data = get_dataset(spec.dataset)
     visible = {
         "id": spec.case_id,
+        "seed_id": spec.seed_id,
         "name": spec.name,
         "dataset": spec.dataset,
         "arch": spec.arch,

@@ -63,6 +63,12 @@ class Case:
         return self.meta["id"]
 
     @property
+    def seed_id(self) -> str:
+        """What the runner seeds this case's cells from: the id under ``SEED_VERSION`` for zoo image cases
+        (stable across zoo version bumps), the id itself for other cases."""
+        return self.meta.get("seed_id", self.id)
+
+    @property
     def name(self) -> str:
         return self.meta["name"]
 

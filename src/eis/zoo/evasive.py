@@ -97,6 +97,14 @@ def negatives(flaw: Flaw) -> list[Flaw]:
     return out
 
 
+def negative_kinds(flaw: Flaw) -> list[list[Any]]:
+    """The kinds of negative, each a list of stampers drawn from equally often (see the module docstring)."""
+    kinds: list[list[Any]] = [negatives(flaw), [RandomPixels()]]
+    if isinstance(flaw, Patch):
+        kinds.append([RandomPixels(within=flaw)])
+    return kinds
+
+
 def finetune(
     twin: nn.Module,
     flaw: Flaw,
@@ -115,9 +123,7 @@ def finetune(
     twin.eval()
     anchor = [p.detach().clone() for p in twin.parameters()]
     values = [a.flatten().sort().values for a in anchor]
-    kinds: list[list[Any]] = [negatives(flaw), [RandomPixels()]]
-    if isinstance(flaw, Patch):
-        kinds.append([RandomPixels(within=flaw)])
+    kinds = negative_kinds(flaw)
     epochs = max(2, round(EPOCH_SHARE * settings["epochs"]))
     bs = settings["batch_size"]
     opt = torch.optim.Adam(model.parameters(), lr=LR_SHARE * settings["lr"])

@@ -17,6 +17,7 @@ from eis.zoo.datasets import DATASETS, get_dataset
 from eis.zoo.flaws import make_flaw
 
 ZOO_VERSION = "5"  # bump when training or data generation changes, so that caches rebuild
+SEED_VERSION = "5"  # cells draw their seeds from the case id as of this zoo version (CaseSpec.seed_id)
 DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
 TRAIN_FIELDS = ("epochs", "batch_size", "lr")
 DEVICES = ("cpu", "cuda")
@@ -97,14 +98,14 @@ class CaseSpec:
     def bar(self, name: str) -> float:
         return float(self.bars.get(name, DEFAULT_BARS[name]))
 
-    def content(self) -> dict[str, Any]:
+    def content(self, zoo_version: str | None = None) -> dict[str, Any]:
         """Everything that determines the artifact (bars are checks, not inputs, so they are left out).
 
         The training device enters only when it is not the CPU, the training population only when one is
-        named, so the ids of other cases stay what they were.
+        named, so the ids of other cases stay what they were. ``zoo_version`` defaults to today's.
         """
         out = {
-            "zoo_version": ZOO_VERSION,
+            "zoo_version": zoo_version or ZOO_VERSION,
             "name": self.name,
             "dataset": self.dataset,
             "arch": self.arch,
@@ -122,5 +123,18 @@ class CaseSpec:
 
     @property
     def case_id(self) -> str:
-        blob = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _digest(self.content())
+
+    @property
+    def seed_id(self) -> str:
+        """The id this spec has under zoo version ``SEED_VERSION``; the runner seeds cells from it.
+
+        A ZOO_VERSION bump gives every case a new id (so caches rebuild) but leaves the seeds alone: a
+        model the bump did not change gets the same cells, the same numbers, as before it.
+        """
+        return _digest(self.content(SEED_VERSION))
+
+
+def _digest(content: dict[str, Any]) -> str:
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
