@@ -51,10 +51,6 @@ class FakeCase:
     input_shape: tuple[int, int, int] = (1, H, W)
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @property
-    def seed_id(self) -> str:
-        return self.id
-
     def model(self, device: Any = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.id[-4:], 16))

@@ -36,7 +36,7 @@ def test_expand_adds_controls_and_respects_applies_to() -> None:
     for c in cells:
         by_case.setdefault(c.case.id, set()).add(c.seed)
     assert all(len(s) == 1 for s in by_case.values()) and len(by_case) == 2
-    assert cells[0].seed == cell_seed(cells[0].case.seed_id, "fake-localize")
+    assert cells[0].seed == cell_seed(cells[0].case.id, "fake-localize")
     assert expand(cases + cases, ["fake-oracle"], TRACK) == cells  # duplicates collapse
     assert {c.key for c in expand(cases, [bf.Grad(scale=2.0)], TRACK)} != {
         c.key for c in expand(cases, ["fake-grad"], TRACK)

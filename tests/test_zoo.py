@@ -192,7 +192,7 @@ def test_population_members_expose_identical_visible_metadata(smoke):
     keys = {frozenset(c.meta) for c in members}
     assert len(keys) == 1
     differing = {k for k in members[0].meta if len({json.dumps(c.meta[k]) for c in members}) > 1}
-    assert differing <= {"id", "name", "seed", "clean_accuracy", "files"}
+    assert differing <= {"id", "seed_id", "name", "seed", "clean_accuracy", "files"}
     assert (
         len({tuple(sorted(p.relative_to(c.root).as_posix() for p in c.root.rglob("*"))) for c in members})
         == 1

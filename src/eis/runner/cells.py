@@ -64,7 +64,11 @@ def cell_key(
 
 
 def cell_seed(seed_id: str, track: str) -> int:
-    """A 31-bit seed from a case's ``seed_id`` and a track, shared by every tool on that case and track."""
+    """A 31-bit seed from a case's ``seed_id`` and a track, shared by every tool on that case and track.
+
+    Zoo cases carry a ``seed_id`` that outlives zoo version bumps (``eis.zoo.Case.seed_id``); other case
+    objects are seeded from their ``id``.
+    """
     return int(hashlib.sha256(f"{seed_id}|{track}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
@@ -144,7 +148,7 @@ def expand(
                         track=tr.name,
                         track_version=str(tr.version),
                         key=key,
-                        seed=cell_seed(case.seed_id, tr.name),
+                        seed=cell_seed(getattr(case, "seed_id", case.id), tr.name),
                         tool_obj=tool,
                         partners=partners,
                     ),
