@@ -28,6 +28,12 @@ class Registry(Generic[T]):
 
         return add if obj is None else add(obj)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test's or a session's temporary entry); unknown names are an EisError."""
+        if name not in self._items:
+            raise unknown(self.kind, name, self._items)
+        del self._items[name]
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

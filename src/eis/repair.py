@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from eis.errors import EisError
+from eis.health import check_model
 from eis.tools.base import make_tool
 from eis.tools.detection.base import Detection
 from eis.tools.repair.base import FLAG_THRESHOLD, RepairTool, neural_cleanse
@@ -144,6 +145,7 @@ def repair(
     its trigger's ASR is reported); ``detector_steps`` sets its optimisation steps.
     """
     k = check_compatible(model, x, y)
+    check_model(model, x, y, what="repaired")
     budget, held = split(x.shape[0], validation, seed)
     xb, yb, xv, yv = x[budget], y[budget], x[held], y[held]
     detection = None

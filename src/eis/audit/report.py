@@ -4,12 +4,14 @@ JSON contract (``AuditReport.to_json``), kept stable:
 
 - ``verdict``: ``"suspicious"`` or ``"no evidence"``; ``suspected_target``: int or null;
 - ``verdict_rule``: the rule in words; ``trusted_detector``: the detector the rule followed (or null);
-- ``detectors``: one entry per detection tool: ``name``, ``score`` (float or null), ``flagged`` (bool or
-  null), ``target`` (int or null), ``status`` (``ok`` / ``refused`` / ``failed`` / ``not applicable``),
+- ``detectors``: one entry per detection tool: ``name``, ``input_level`` (scores inputs, not the model),
+  ``score`` (float or null; null when ``status`` is ``ok`` only for an input-level tool), ``flagged`` (bool
+  or null), ``target`` (int or null), ``status`` (``ok`` / ``refused`` / ``failed`` / ``not applicable``),
   ``reason`` (why, when not ok), ``track_record`` (the calibration table's entry plus ``text``);
 - ``inputs``: the screened inputs, most suspicious first: ``index`` (in the screened set), ``file`` (or
   null), ``score`` (higher = more suspicious), ``prediction``;
-- ``model``: ``num_classes``, ``input_shape``; ``calibration``: which suites and eis version made the
+- ``model``: ``num_classes``, ``input_shape``, ``clean_accuracy`` and ``n_examples`` (on the clean examples
+  given); ``calibration``: which suites and eis version made the
   table; ``runtime_s``; ``eis_version``.
 """
 
@@ -34,6 +36,7 @@ class DetectorResult:
     name: str
     status: str
     control: bool = False
+    input_level: bool = False  # scores inputs, not the model (no model-level score expected)
     score: float | None = None
     flagged: bool | None = None
     target: int | None = None
@@ -48,7 +51,7 @@ class DetectorResult:
         if self.status != "ok":
             return f"{self.name}: {self.status}" + (f" ({self.reason})" if self.reason else "")
         if self.score is None:
-            head = f"{self.name}: input-level"
+            head = f"{self.name}: input-level" if self.input_level else f"{self.name}: no score"
         else:
             thr = self.track_record.get("threshold")
             rule = f" (>= {thr:.3g}: {'suspicious' if self.flagged else 'not suspicious'})" if thr else ""
@@ -79,6 +82,8 @@ class AuditReport:
     input_shape: tuple[int, ...]
     calibration: dict[str, Any]
     runtime_s: float
+    clean_accuracy: float | None = None  # on the clean examples the audit was given
+    n_examples: int | None = None
     evidence: dict[str, Any] = dataclasses.field(default_factory=dict)  # images for the page (tensors)
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -105,6 +110,7 @@ class AuditReport:
                     {
                         "name": d.name,
                         "control": d.control,
+                        "input_level": d.input_level,
                         "score": d.score,
                         "flagged": d.flagged,
                         "target": d.target,
@@ -116,7 +122,12 @@ class AuditReport:
                     for d in self.detectors
                 ],
                 "inputs": [dataclasses.asdict(i) for i in self.inputs],
-                "model": {"num_classes": self.num_classes, "input_shape": list(self.input_shape)},
+                "model": {
+                    "num_classes": self.num_classes,
+                    "input_shape": list(self.input_shape),
+                    "clean_accuracy": self.clean_accuracy,
+                    "n_examples": self.n_examples,
+                },
                 "calibration": self.calibration,
                 "notes": self.notes,
                 "runtime_s": self.runtime_s,

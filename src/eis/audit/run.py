@@ -30,6 +30,7 @@ from torch import nn
 from eis.audit.calibration import load_calibration, track_record_text
 from eis.audit.report import NO_EVIDENCE, SUSPICIOUS, AuditReport, DetectorResult, ScreenedInput
 from eis.errors import EisError, ToolRefusal
+from eis.health import ModelRefused, check_model
 from eis.tools.base import list_tools, make_tool
 from eis.tools.detection.base import DetectionTool
 from eis.usermodel import check_compatible
@@ -85,6 +86,7 @@ def audit(
     dev = _device(model)
     x, y = x.to(dev, torch.float32), y.to(dev)
     k = check_compatible(model, x, y)
+    health = check_model(model, x, y, batch_size=batch_size)
     overrides = settings or {}
     names = list(detectors) if detectors is not None else list_tools("detection")
     if inputs is not None and "strip" not in names:
@@ -105,6 +107,7 @@ def audit(
                     strip = tool
                 if bar:
                     bar.advance(task)
+            _refuse_if_unscored(results)
             trusted, verdict, target = decide(results)
             screened = (
                 _screen(strip, model, inputs, input_names, x, batch_size)
@@ -132,6 +135,12 @@ def audit(
         if d.details.get("settings_differ")
     ]
     notes += [f"evidence: {tool} failed: {msg}" for tool, msg in evidence.get("failures", {}).items()]
+    best = _best_record(results)
+    if best is not None and best.name != trusted and best.status in ("failed", "refused"):
+        notes.append(
+            f"{best.name}, the detector with the best track record, {best.status}; the verdict follows "
+            f"{trusted or 'no detector'} instead"
+        )
     return AuditReport(
         verdict=verdict,
         suspected_target=target,
@@ -141,6 +150,8 @@ def audit(
         inputs=screened,
         num_classes=k,
         input_shape=tuple(x.shape[1:]),
+        clean_accuracy=health.accuracy,
+        n_examples=health.n,
         calibration={**table.get("made_by", {}), "note": table.get("note", "")},
         runtime_s=time.perf_counter() - start,
         evidence=evidence,
@@ -148,18 +159,24 @@ def audit(
     )
 
 
+def _rank(d: DetectorResult) -> tuple[float, float, int, bool]:
+    tr = d.track_record
+    return (tr["tpr"] - tr["fpr"], -tr["fpr"], tr["n"], not d.control)
+
+
+def _best_record(results: Sequence[DetectorResult]) -> DetectorResult | None:
+    """The detector with the best track record, whether or not it ran."""
+    rated = [d for d in results if "tpr" in d.track_record]
+    return max(rated, key=_rank) if rated else None
+
+
 def decide(results: Sequence[DetectorResult]) -> tuple[str | None, str, int | None]:
     """The verdict rule: (trusted detector, verdict, suspected target)."""
-
-    def rank(d: DetectorResult) -> tuple[float, float, int, bool]:
-        tr = d.track_record
-        return (tr["tpr"] - tr["fpr"], -tr["fpr"], tr["n"], not d.control)
-
     usable = [d for d in results if d.status == "ok" and d.score is not None and "tpr" in d.track_record]
     if not usable:
         return None, NO_EVIDENCE, None
-    best = max(usable, key=rank)
-    if rank(best)[0] <= 0:
+    best = max(usable, key=_rank)
+    if _rank(best)[0] <= 0:
         return None, NO_EVIDENCE, None
     if best.flagged:
         return best.name, SUSPICIOUS, best.target
@@ -174,7 +191,13 @@ def _run_detector(
 ) -> DetectorResult:
     entry = dict(table.get("detectors", {}).get(tool.name, {}))
     entry["text"] = track_record_text(tool.name, entry, SCORE_LABELS.get(tool.name, "score"))
-    res = DetectorResult(name=tool.name, status="ok", control=tool.control, track_record=entry)
+    res = DetectorResult(
+        name=tool.name,
+        status="ok",
+        control=tool.control,
+        input_level=not tool.model_level,
+        track_record=entry,
+    )
     if tool.learned:
         why = _load_fitted(tool, model, x, k)
         if why:
@@ -199,11 +222,23 @@ def _run_detector(
             res.details["settings_differ"] = differ
     res.target = det.target
     res.mask, res.pattern = det.mask, det.pattern
-    if tool.model_level and math.isfinite(det.score):
-        res.score = float(det.score)
+    if tool.model_level:
+        score = float(det.score) if det.score is not None else math.nan
+        if not math.isfinite(score):
+            res.status, res.reason = "failed", f"its model-level score is not finite ({score})"
+            return res
+        res.score = score
         thr = entry.get("threshold")
         res.flagged = bool(res.score >= thr) if thr is not None else None
     return res
+
+
+def _refuse_if_unscored(results: Sequence[DetectorResult]) -> None:
+    """No verdict without a score: refuse when no model-level detector that applies produced one."""
+    model_level = [d for d in results if not d.input_level and d.status != "not applicable"]
+    if model_level and all(d.score is None for d in model_level):
+        why = "; ".join(f"{d.name} {d.status}: {d.reason}" for d in model_level)
+        raise ModelRefused(f"no verdict: no model-level detector produced a score ({why})")
 
 
 def _load_fitted(tool: DetectionTool, model: nn.Module, x: torch.Tensor, k: int) -> str:
