@@ -43,7 +43,9 @@ def bench(
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
     address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     rerun: bool = typer.Option(False, "--rerun", help="Recompute cells already in the store."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute only the stored failures."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Recompute only the stored failures (not the cells not applicable)."
+    ),
     store: Path = typer.Option(None, "--store", help="Results store (default: $EIS_STORE or EIS_HOME)."),
     budget: float = typer.Option(600.0, "--budget", min=0, help="Per-cell time budget in seconds (0: none)."),
     skip_missed: bool = typer.Option(
@@ -106,12 +108,14 @@ def _built(suite: str, skip_missed: bool, **build: Any) -> list[Any]:
 
 
 def print_summary(summary: BenchSummary, shown: int = 10) -> None:
-    """The run's one-line summary and its first failures (all are in the store and the report)."""
+    """The run's one-line summary, its first failures and its first cells not applicable (a tool refused
+    the case: an answer, not an error); all are in the store and the report."""
     console.print(summary.line(), highlight=False)
-    for f in summary.failures[:shown]:
-        console.print(
-            f"  [red]failed[/] {f['track']} · {f['tool']} · {f['case']}: {escape(str(f['error']))}",
-            highlight=False,
-        )
-    if len(summary.failures) > shown:
-        console.print(f"  ... and {len(summary.failures) - shown} more (see `eis report`)")
+    for cells, label in ((summary.failures, "[red]failed[/]"), (summary.refusals, "[cyan]not applicable[/]")):
+        for f in cells[:shown]:
+            console.print(
+                f"  {label} {f['track']} · {f['tool']} · {f['case']}: {escape(str(f['error']))}",
+                highlight=False,
+            )
+        if len(cells) > shown:
+            console.print(f"  ... and {len(cells) - shown} more (see `eis report`)")

@@ -70,19 +70,22 @@ def _sanity_cell(verdict: str) -> str:
 def _leaderboard_html(sec: TrackSection) -> str:
     head = (
         "<tr><th>#</th><th>tool</th><th>" + _e(sec.headline) + " (mean)</th><th>95% CI</th><th>n</th>"
-        "<th>verdict</th><th>failed / cells</th><th>mean runtime (s)</th>"
+        '<th>verdict</th><th title="cells not applicable (the tool refused the case) are not failures">'
+        "failed / cells</th><th>mean runtime (s)</th>"
         '<th title="model-randomisation sanity check (Adebayo et al. 2018)">sanity</th></tr>'
     )
     body = []
     for i, r in sec.leaderboard.iterrows():
         cls = ' class="control"' if r["control"] else ""
         failed = f'<span class="fail">{r["failed"]}</span>' if r["failed"] else "0"
+        na = int(r["not_applicable"])
+        na_note = f' <span class="muted">({na} not applicable)</span>' if na else ""
         body.append(
             f'<tr{cls} data-tool="{_e(r["tool"])}"><td>{i + 1}</td>'
             f"<td>{_tool_cell(r['tool'], r['control'])}</td><td class=num>{_num(r['mean'])}</td>"
             f"<td class=num>{_ci(r['lo'], r['hi'])}</td>"
             f"<td class=num>{r['n']}</td><td>{_e(r['verdict'])}</td>"
-            f"<td class=num>{failed} / {r['cells']}</td><td class=num>{_num(r['runtime_s'], 2)}</td>"
+            f"<td class=num>{failed} / {r['cells']}{na_note}</td><td class=num>{_num(r['runtime_s'], 2)}</td>"
             f"<td>{_sanity_cell(r['sanity'])}</td></tr>"
         )
     return (
@@ -208,6 +211,22 @@ def _failures_html(sec: TrackSection) -> str:
     )
 
 
+def _not_applicable_html(sec: TrackSection) -> str:
+    """The cells whose tool refused the case, with its reason: not failures, and in no mean."""
+    if sec.not_applicable.empty:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(r['tool'])}</td><td>{_e(r['case_name'])}</td><td>{_e(r['error'])}</td></tr>"
+        for _, r in sec.not_applicable.iterrows()
+    )
+    n = len(sec.not_applicable)
+    return (
+        f"<details><summary>{n} cell{'s' if n != 1 else ''} not applicable (the tool refused the case)"
+        f'</summary><table class="not-applicable"><thead><tr><th>tool</th><th>case</th><th>reason</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table></details>"
+    )
+
+
 def _section_html(sec: TrackSection) -> str:
     out = [f'<section id="track-{_e(sec.name)}"><h2>{_e(sec.name)}</h2>']
     if sec.summary:
@@ -235,7 +254,8 @@ def _section_html(sec: TrackSection) -> str:
             f'<figure><img class="plot" alt="{_e(caption)}" src="{uri}"><figcaption>{_e(caption)}'
             "</figcaption></figure>"
         )
-    out += [_metrics_html(sec), _gallery_html(sec), _failures_html(sec), "</section>"]
+    out += [_metrics_html(sec), _gallery_html(sec), _failures_html(sec), _not_applicable_html(sec)]
+    out.append("</section>")
     return "".join(out)
 
 

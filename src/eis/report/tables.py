@@ -3,7 +3,8 @@
 The report reads only the store. Rows from an older version of a track are left out (they were scored
 differently); a track the store knows but this eis does not (e.g. a plugin's) is skipped with a note; a tool
 run with several settings appears once per setting, labelled with the settings that differ from its
-defaults.
+defaults. Cells not applicable (the tool refused the case) are counted and listed apart from failed ones;
+neither enters a mean.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 
 from eis.report.plots import figure_uri
 from eis.results import load
-from eis.results.store import Store, open_store
+from eis.results.store import NOT_APPLICABLE, OK, Store, open_store
 from eis.tools.base import TOOLS
 from eis.tracks.base import TRACKS, Track
 
@@ -32,6 +33,7 @@ LEADERBOARD_COLUMNS = [
     "n",
     "verdict",
     "failed",
+    "not_applicable",
     "cells",
     "runtime_s",
     "sanity",
@@ -50,6 +52,7 @@ class TrackSection:
     long: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     by_flaw: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     failures: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    not_applicable: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # refusals, with reasons
     gallery: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     figures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (caption, PNG data URI)
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -95,7 +98,8 @@ def _leaderboard(track: Track, rows: pd.DataFrame, long: pd.DataFrame, headline:
     out = []
     for tool, g in rows.groupby("tool", sort=True):
         r = by_tool.get(str(tool))
-        ok = g[g["status"] == "ok"]
+        ok = g[g["status"] == OK]
+        na = g["status"] == NOT_APPLICABLE
         out.append(
             {
                 "tool": str(tool),
@@ -105,7 +109,8 @@ def _leaderboard(track: Track, rows: pd.DataFrame, long: pd.DataFrame, headline:
                 "hi": float(r["hi"]) if r is not None else math.nan,
                 "n": int(r["n"]) if r is not None and pd.notna(r["n"]) else len(ok),
                 "verdict": str(r.get("verdict", "") or "") if r is not None else "",
-                "failed": int((g["status"] != "ok").sum()),
+                "failed": int(((g["status"] != OK) & ~na).sum()),
+                "not_applicable": int(na.sum()),
                 "cells": len(g),
                 "runtime_s": float(ok["runtime_s"].mean()) if len(ok) else math.nan,
                 "sanity": "",
@@ -123,7 +128,7 @@ def _leaderboard(track: Track, rows: pd.DataFrame, long: pd.DataFrame, headline:
 
 def _gallery(store: Store, rows: pd.DataFrame, tool_order: list[str]) -> list[dict[str, Any]]:
     """Up to GALLERY_CASES cases: images equal across tools (input, mask) once, then each tool's own."""
-    ok = rows[rows["status"] == "ok"]
+    ok = rows[rows["status"] == OK]
     pngs = store.gallery(ok["key"])
     out = []
     for case_name, g in sorted(ok.groupby("case_name"), key=lambda kv: str(kv[0])):
@@ -181,8 +186,10 @@ def build_section(store: Store, name: str, rows: pd.DataFrame) -> TrackSection:
     if len(long):
         flawed = long[(long["flaw"] != "all") & (long["metric"] == sec.headline)]
         sec.by_flaw = flawed[["tool", "control", "flaw", "mean", "lo", "hi", "n"]].reset_index(drop=True)
-    bad = current[current["status"] != "ok"]
+    na = current["status"] == NOT_APPLICABLE
+    bad = current[(current["status"] != OK) & ~na]
     sec.failures = bad[["tool", "case_name", "error"]].reset_index(drop=True)
+    sec.not_applicable = current[na][["tool", "case_name", "error"]].reset_index(drop=True)
     sec.gallery = _gallery(store, current, list(sec.leaderboard["tool"]))
     try:
         sec.figures = [

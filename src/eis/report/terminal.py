@@ -26,7 +26,8 @@ def _verdict_column(sec: TrackSection) -> tuple[str, list[str]]:
 
 
 def leaderboard_table(sec: TrackSection) -> Table:
-    """Rich table: tool, headline mean [lo, hi], n, verdict, failures; control rows highlighted."""
+    """Rich table: tool, headline mean [lo, hi], n, verdict, failures, cells not applicable (where any);
+    control rows highlighted."""
     direction = "higher" if sec.higher_is_better else "lower"
     table = Table(title=f"{sec.name}: {sec.headline} ({direction} is better)", title_justify="left")
     table.add_column("#", justify="right")
@@ -36,6 +37,9 @@ def leaderboard_table(sec: TrackSection) -> Table:
     question, answers = _verdict_column(sec)
     table.add_column(question)
     table.add_column("failed", justify="right")
+    with_na = bool((sec.leaderboard["not_applicable"] > 0).any())
+    if with_na:
+        table.add_column("not applicable", justify="right")
     with_sanity = bool((sec.leaderboard["sanity"] != "").any())
     if with_sanity:
         table.add_column("sanity")
@@ -44,6 +48,7 @@ def leaderboard_table(sec: TrackSection) -> Table:
         failed = f"[red]{r['failed']}[/]/{r['cells']}" if r["failed"] else f"0/{r['cells']}"
         tool = f"{r['tool']} [dim](control)[/]" if r["control"] else str(r["tool"])
         sanity = ["[red]FAIL[/]" if r["sanity"] == "FAIL" else r["sanity"]] if with_sanity else []
+        na = [f"[cyan]{r['not_applicable']}[/]" if r["not_applicable"] else "0"] if with_na else []
         table.add_row(
             str(i + 1),
             tool,
@@ -51,6 +56,7 @@ def leaderboard_table(sec: TrackSection) -> Table:
             str(r["n"]),
             answers[i],
             failed,
+            *na,
             *sanity,
             style="yellow" if r["control"] else None,
         )

@@ -8,6 +8,12 @@ PNG bytes: nothing is ever pickled.
 The file is identified by ``PRAGMA application_id`` and a ``meta`` table holding the schema version. A file
 that is not an eis store is refused and never written to; a store written by a newer schema is refused
 with a message saying so.
+
+A cell's ``status`` is one of ``STATUSES``: ``ok`` (scored), ``failed`` (the tool or track raised, returned
+a non-finite score, timed out or lost its worker; ``error`` says how) or ``not applicable`` (the tool
+refused the case with :class:`eis.errors.ToolRefusal`; ``error`` holds its one-line reason). Failed and
+not-applicable cells carry no scores; both are finished cells, but only failed ones are re-run by
+``eis bench --retry-failed``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ APPLICATION_ID = 0x45495352  # "EISR": marks the SQLite file as an eis results s
 STORE_ENV = "EIS_STORE"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60.0
+OK, FAILED, NOT_APPLICABLE = "ok", "failed", "not applicable"
+STATUSES = (OK, FAILED, NOT_APPLICABLE)
 
 # Column name -> SQL type. JSON columns hold dicts/lists as text.
 CELL_COLUMNS: dict[str, str] = {
@@ -47,7 +55,7 @@ CELL_COLUMNS: dict[str, str] = {
     "settings": "TEXT",
     "track": "TEXT NOT NULL",
     "track_version": "TEXT",
-    "status": "TEXT NOT NULL",
+    "status": "TEXT NOT NULL",  # one of STATUSES (see the module docstring)
     "error": "TEXT",
     "runtime_s": "REAL",
     "peak_mem_mb": "REAL",
@@ -262,8 +270,13 @@ class Store:
             return {r[0] for r in self._con.execute("SELECT key FROM cells")}
         return {r[0] for r in self._con.execute("SELECT key FROM cells WHERE status = ?", (status,))}
 
-    def has(self, key: str, *, ok_only: bool = False) -> bool:
-        sql = "SELECT 1 FROM cells WHERE key = ?" + (" AND status = 'ok'" if ok_only else "")
+    def has(self, key: str, *, ok_only: bool = False, failed: bool = True) -> bool:
+        """Whether ``key`` is recorded (``ok_only``: with status ok; ``failed=False``: not as failed)."""
+        sql = "SELECT 1 FROM cells WHERE key = ?"
+        if ok_only:
+            sql += f" AND status = '{OK}'"
+        if not failed:
+            sql += f" AND status != '{FAILED}'"
         return self._con.execute(sql, (key,)).fetchone() is not None
 
     def count(self) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eis.results.store import Store, open_store
+from eis.results.store import FAILED, NOT_APPLICABLE, OK, Store, open_store
 from eis.runner.cells import DEFAULT_TRACKS, Cell, cell_key, cell_seed, expand
 from eis.runner.execute import Executor, run_cell, run_cells_to_store
 from eis.runner.plugins import SUITES, load_builtins, load_plugins, register_suite, resolve_suite
@@ -39,7 +39,8 @@ DEFAULT_BUDGET_S = 600.0
 
 @dataclasses.dataclass
 class BenchSummary:
-    """What a run did: cells in all, run now, found in the store, and the failures among those run now."""
+    """What a run did: cells in all, run now, found in the store, and among those run now the failures and
+    the cells not applicable (the tool refused the case)."""
 
     store_path: Path
     total: int = 0
@@ -47,10 +48,13 @@ class BenchSummary:
     cached: int = 0
     failed: int = 0
     failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    not_applicable: int = 0
+    refusals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def line(self) -> str:
+        na = f", {self.not_applicable} not applicable" if self.not_applicable else ""
         return (
-            f"{self.total} cells: {self.ran} run now ({self.failed} failed), {self.cached} already in "
+            f"{self.total} cells: {self.ran} run now ({self.failed} failed{na}), {self.cached} already in "
             f"{self.store_path}"
         )
 
@@ -76,16 +80,16 @@ def run_benchmark(
     tool of each track's family; the family's controls are always added). tracks: names (default: the
     registered ones among ``DEFAULT_TRACKS``). workers: 0 = in this process, N >= 1 = N worker processes
     (each cell then has a hard time budget). rerun: recompute cells already stored. retry_failed: recompute
-    only the stored failures. budget_s: per-cell time limit in seconds (None = none). backend: ``local``
-    or ``ray`` (cells as Ray tasks on the cluster at ``address``, or on a local one with ``workers``
-    CPUs); the records are the same either way.
+    only the stored failures (not the cells not applicable: a refusal is an answer). budget_s: per-cell
+    time limit in seconds (None = none). backend: ``local`` or ``ray`` (cells as Ray tasks on the cluster
+    at ``address``, or on a local one with ``workers`` CPUs); the records are the same either way.
     """
     load_builtins()
     cells = expand(cases, tools, tracks)
     st = open_store(store)
     summary = BenchSummary(store_path=st.path, total=len(cells))
     try:
-        done = st.keys(status="ok" if retry_failed else None)
+        done = st.keys() - st.keys(status=FAILED) if retry_failed else st.keys()
         todo = cells if rerun else [c for c in cells if c.key not in done]
         summary.cached = len(cells) - len(todo)
 
@@ -94,11 +98,13 @@ def run_benchmark(
 
         def on_record(cell: Cell, rec: dict[str, Any]) -> None:
             summary.ran += 1
-            if rec["status"] != "ok":
+            entry = {"track": cell.track, "tool": cell.tool, "case": rec["case_name"], "error": rec["error"]}
+            if rec["status"] == NOT_APPLICABLE:
+                summary.not_applicable += 1
+                summary.refusals.append(entry)
+            elif rec["status"] != OK:
                 summary.failed += 1
-                summary.failures.append(
-                    {"track": cell.track, "tool": cell.tool, "case": rec["case_name"], "error": rec["error"]}
-                )
+                summary.failures.append(entry)
             if bar is not None:
                 bar.update(task, advance=1, failed=summary.failed)
 

@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from eis.errors import EisError
-from eis.results.store import Store, encode_png, to_jsonable
+from eis.errors import EisError, ToolRefusal
+from eis.results.store import FAILED, NOT_APPLICABLE, OK, Store, encode_png, to_jsonable
 from eis.runner.cells import Cell
 from eis.workers import adopt_environment, check_backend, exit_with, one_thread, process_context
 
@@ -194,15 +194,23 @@ def _base_record(cell: Cell) -> dict[str, Any]:
 def failed_record(cell: Cell, error: str, runtime_s: float | None = None) -> dict[str, Any]:
     """A record for a cell that failed outside the track (timeout, dead worker)."""
     rec = _base_record(cell)
-    rec.update(status="failed", error=error[:MAX_ERROR_CHARS], runtime_s=runtime_s, finished_at=time.time())
+    rec.update(status=FAILED, error=error[:MAX_ERROR_CHARS], runtime_s=runtime_s, finished_at=time.time())
     return rec
+
+
+def refusal_reason(exc: ToolRefusal) -> str:
+    """A refusal's one-line reason: the first non-empty line of its message (else its class name)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:MAX_ERROR_CHARS]
 
 
 def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Run one cell here and now; never raises for a tool's or track's failure (only KeyboardInterrupt).
 
-    Returns the store record and the gallery as PNG bytes. ``budget_s`` is enforced with SIGALRM where
-    possible (see the module docstring); worker processes leave it to the parent.
+    Returns the store record and the gallery as PNG bytes. A :class:`ToolRefusal` makes the cell "not
+    applicable" (its one-line reason in ``error``, no traceback); any other exception, a non-finite score
+    or a timeout makes it "failed". ``budget_s`` is enforced with SIGALRM where possible (see the module
+    docstring); worker processes leave it to the parent.
     """
     from eis.tools.base import TOOLS
     from eis.tracks.base import TRACKS
@@ -223,7 +231,7 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
         _check_result(result)
         gallery = {str(k): encode_png(v) for k, v in result.gallery.items()}
         rec.update(
-            status="ok",
+            status=OK,
             error="",
             flaw=str(result.flaw),
             scores={k: float(v) for k, v in result.scores.items()},
@@ -231,14 +239,16 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
             extras=to_jsonable(result.extras),
         )
     except CellTimeout:
-        rec.update(status="failed", error=f"timed out: the cell ran past its budget of {budget_s:g} s")
+        rec.update(status=FAILED, error=f"timed out: the cell ran past its budget of {budget_s:g} s")
+    except ToolRefusal as exc:  # the tool declines this case: not applicable, not a failure
+        rec.update(status=NOT_APPLICABLE, error=refusal_reason(exc))
     except Exception as exc:  # a tool or track failure is a result, not a crash
         msg = f"{type(exc).__name__}: {exc}"
-        rec.update(status="failed", error=msg[:MAX_ERROR_CHARS], extras={"traceback": traceback.format_exc()})
+        rec.update(status=FAILED, error=msg[:MAX_ERROR_CHARS], extras={"traceback": traceback.format_exc()})
     rec["runtime_s"] = time.perf_counter() - t0
     rec["peak_mem_mb"], rec["rss_start_mb"], rec["peak_gpu_mb"] = probe.stop()
     rec["finished_at"] = time.time()
-    if rec["status"] != "ok":
+    if rec["status"] != OK:
         gallery = {}
     return rec, gallery
 
@@ -455,7 +465,7 @@ def run_cells_to_store(
     """
 
     def skip(cell: Cell) -> bool:
-        if not rerun and store.has(cell.key, ok_only=retry_failed):
+        if not rerun and store.has(cell.key, failed=not retry_failed):
             on_skip(cell)
             return True
         return False

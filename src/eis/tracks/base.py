@@ -78,10 +78,11 @@ class Track:
         """Leaderboard from this track's stored cells.
 
         ``rows`` has one row per cell with columns: case_id, case_name, dataset, arch, flaw, tool, family,
-        control (bool), track, status ("ok" | "failed"), error, runtime_s, peak_mem_mb, scores (dict),
-        items (dict of lists), extras (dict). Returns a long table with columns: tool, control, flaw
-        ("all" for pooled, else one flaw kind), metric, mean, lo, hi (bootstrap 95% CI), n, and verdict
-        (a short string such as "beats the edge detector: yes", or "" where none applies).
+        control (bool), track, status ("ok" | "failed" | "not applicable": the tool refused the case),
+        error, runtime_s, peak_mem_mb, scores (dict), items (dict of lists), extras (dict). Returns a long
+        table with columns: tool, control, flaw ("all" for pooled, else one flaw kind), metric, mean, lo, hi
+        (bootstrap 95% CI), n, and verdict (a short string such as "beats the edge detector: yes", or ""
+        where none applies).
         """
         raise NotImplementedError
 

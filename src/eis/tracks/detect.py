@@ -204,8 +204,8 @@ class DetectTrack(Track):
 
         Model-level metrics (auroc, ap, fpr95; lower fpr95 is better) use a stratified bootstrap over
         models; per-model metrics (target_acc, mask IoU, REASR, input AUROC) a bootstrap over models via
-        ``eis.stats``. Failed cells are left out and counted in ``n_failed``. Raises ``EisError`` when the
-        population has no clean or no trojaned model.
+        ``eis.stats``. Failed cells are left out and counted in ``n_failed``; cells not applicable are left
+        out. Raises ``EisError`` when the population has no clean or no trojaned model.
         """
         import pandas as pd
 
@@ -226,7 +226,7 @@ class DetectTrack(Track):
         kinds = sorted(str(f) for f in per_case["flaw"].unique() if str(f) != "clean")
         tools = sorted(str(t) for t in rows["tool"].unique())
         control = {t: bool(rows.loc[rows["tool"] == t, "control"].iloc[0]) for t in tools}
-        n_failed = {t: int((rows.loc[rows["tool"] == t, "status"] != "ok").sum()) for t in tools}
+        n_failed = {t: int((rows.loc[rows["tool"] == t, "status"] == "failed").sum()) for t in tools}
         ok = {t: _ok(rows[rows["tool"] == t]) for t in tools}
         boot = {"n_resamples": self.n_resamples, "seed": 0}
         out: list[dict[str, Any]] = []

@@ -167,7 +167,7 @@ class LocalizeTrack(Track):
         tools = sorted(str(t) for t in sub["tool"].unique())
         is_control = {t: bool(sub.loc[sub["tool"] == t, "control"].iloc[0]) for t in tools}
         cells = {t: _ok_cells(sub[sub["tool"] == t]) for t in tools}
-        n_failed = {t: int((sub.loc[sub["tool"] == t, "status"] != "ok").sum()) for t in tools}
+        n_failed = {t: int((sub.loc[sub["tool"] == t, "status"] == "failed").sum()) for t in tools}
         boot = {"n_resamples": self.n_resamples, "seed": 0}
 
         cis = {

@@ -189,7 +189,7 @@ class RepairTrack(Track):
                 }
                 if sub.empty:
                     continue
-                n_failed = int((sub["status"] != "ok").sum())
+                n_failed = int((sub["status"] == "failed").sum())
                 n_na = sum(1 for v in group.values() if not v["scores"].get("applied", 1.0))
                 base = {
                     "tool": t, "control": control[t], "flaw": flaw, "n_failed": n_failed, "n_na": n_na,

@@ -290,7 +290,7 @@ def long_table(rows: pd.DataFrame, track: str, headline: str, verdict: Any) -> p
         for tool in sorted({str(t) for t in sub["tool"]}):
             trows = good[good["tool"] == tool]
             control = bool(sub.loc[sub["tool"] == tool, "control"].iloc[0])
-            n_failed = int((sub["tool"] == tool).sum() - len(trows))
+            n_failed = int(((sub["tool"] == tool) & (sub["status"] == "failed")).sum())
             metrics = sorted({m for s in trows["scores"] for m in s}, key=lambda m: (m != headline, m))
             for metric in metrics:
                 ci = bootstrap_ci(list(cell_groups(trows, metric).values()))

@@ -172,7 +172,7 @@ class SynthesizeTrack(Track):
         kinds = sorted({c["flaw"] for c in cells if c["flaw"]})
         tools = sorted(str(t) for t in rows["tool"].unique())
         control = {t: bool(rows.loc[rows["tool"] == t, "control"].iloc[0]) for t in tools}
-        failed = {t: int((rows.loc[rows["tool"] == t, "status"] != "ok").sum()) for t in tools}
+        failed = {t: int((rows.loc[rows["tool"] == t, "status"] == "failed").sum()) for t in tools}
         boot = {"n_resamples": self.n_resamples, "seed": 0}
         out: list[dict[str, Any]] = []
         for flaw in [*kinds, "all"]:
