@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -91,12 +93,19 @@ def test_an_evasive_trojan_meets_its_bars_reproducibly(fresh_home):
     assert trained and measured["clean_accuracy"] >= 0.9 and measured["asr"] >= 0.9
     again, _ = build_case(spec(flaw), force=True)
     assert (again.root / "model.safetensors").read_bytes() == (case.root / "model.safetensors").read_bytes()
-    # the fine-tuning kept the trojan's weights near those of its clean twin, the clean model of its seed
+    # the fine-tuning kept the trojan's weights near those of its clean twin (the clean model of its seed),
+    # compared with how far a clean model of another seed lies from that twin. Measured over seeds 11-13:
+    # distance to the twin 0.22-0.24 of the twin's norm (0.254 for seed 11 on another processor), another
+    # clean model 1.39-1.41: ratio 0.16-0.17, so the bound of 0.5 leaves a threefold margin for float kernels
     twin, _ = build_case(spec({"kind": "clean"}))
-    w = {k: v.flatten() for k, v in case.model("cpu").state_dict().items()}
+    other, _ = build_case(dataclasses.replace(spec({"kind": "clean"}), seed=1011))
     t = {k: v.flatten() for k, v in twin.model("cpu").state_dict().items()}
-    rel = torch.cat([w[k] - t[k] for k in w]).norm() / torch.cat(list(t.values())).norm()
-    assert 0 < rel < 0.25
+
+    def distance(c) -> float:
+        w = {k: v.flatten() for k, v in c.model("cpu").state_dict().items()}
+        return float(torch.cat([w[k] - t[k] for k in w]).norm() / torch.cat(list(t.values())).norm())
+
+    assert 0 < distance(case) < 0.5 * distance(other)
 
 
 def test_evasive_populations_fine_tune_every_member(tmp_path):
