@@ -29,6 +29,7 @@ from eis.tools.rule_recovery.base import RuleAnswer, RuleTask, RuleTool
 from eis.tracks.base import CellResult, Track, jsonable, register_track
 from eis.tracks.circuits import CircuitsTrack
 from eis.tracks.sanity import long_table
+from eis.zoo.kinds import kind_of
 from eis.zoo.rules.grammar import evaluate
 from eis.zoo.rules.models import network_labels
 
@@ -94,7 +95,7 @@ class ChallengeTrack(Track):
     n_resamples: int = 1000
 
     def applies_to(self, case: Case) -> bool:
-        return case.meta.get("kind") == "rule"
+        return kind_of(case) == "rule"
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         if not isinstance(tool, RuleTool):

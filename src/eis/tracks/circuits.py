@@ -34,6 +34,7 @@ from eis.tools.circuits.base import CircuitScores, CircuitTask, CircuitTool
 from eis.tracks.base import CellResult, Track, register_track
 from eis.tracks.figures import curve_panels, mean_curves
 from eis.tracks.sanity import cell_groups, long_table
+from eis.zoo.kinds import kind_of
 
 if TYPE_CHECKING:
     from eis.tools.base import Tool
@@ -87,7 +88,7 @@ class CircuitsTrack(Track):
     n_resamples: int = 1000
 
     def applies_to(self, case: Case) -> bool:
-        return case.meta.get("kind") == "circuit"
+        return kind_of(case) == "circuit"
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         if not isinstance(tool, CircuitTool):

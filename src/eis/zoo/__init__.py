@@ -4,26 +4,32 @@ import eis.zoo
 cases = eis.zoo.build_suite("smoke")          # trains what is not cached yet
 case = eis.zoo.load("digits-cnn-patch")       # by name or id
 model, (x, y) = case.model(), case.inputs(64)
+
+Cases come in kinds (image, circuit, rule, ...), each one registered CaseKind: see :mod:`eis.zoo.kinds`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from eis.errors import EisError
 from eis.zoo import artifact
 from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case, Truth
-from eis.zoo.circuits.spec import CircuitSpec
-from eis.zoo.rules.spec import RuleSpec
+from eis.zoo.kinds import CaseKind, Spec, UnknownKind, kind_of, register_kind, spec_kind
 from eis.zoo.spec import CaseSpec, resolve_device
 from eis.zoo.suites import builtin_suites, load_suite
+
+if TYPE_CHECKING:
+    from eis.zoo.circuits.spec import CircuitSpec
+    from eis.zoo.rules.spec import RuleSpec
 
 __all__ = [
     "BarError",
     "BarMiss",
     "Case",
+    "CaseKind",
     "CaseSpec",
     "CircuitSpec",
     "RuleSpec",
@@ -31,14 +37,27 @@ __all__ = [
     "build_case",
     "build_suite",
     "builtin_suites",
+    "kind_of",
     "list_built",
     "load",
     "load_suite",
+    "register_kind",
     "suite_cases",
 ]
 
+# Specs of the kinds registered by import path, imported on first use (keeps `import eis.zoo` light).
+_LAZY = {"CircuitSpec": "eis.zoo.circuits.spec", "RuleSpec": "eis.zoo.rules.spec"}
 
-def suite_cases(suite: str) -> list[CaseSpec | CircuitSpec | RuleSpec]:
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def suite_cases(suite: str) -> list[Spec]:
     """The validated specs of a suite (populations expanded)."""
     return load_suite(suite)
 
@@ -47,7 +66,7 @@ def build_suite(
     suite: str,
     *,
     force: bool = False,
-    on_progress: Callable[[CaseSpec, float, bool], None] | None = None,
+    on_progress: Callable[[Spec, float, bool], None] | None = None,
     workers: int = 0,
     device: str = "auto",
     backend: str = "local",
@@ -82,7 +101,7 @@ def list_built() -> list[Case]:
         if root.is_dir() and not root.name.startswith("."):
             try:
                 out.append(open_case(root))
-            except artifact.CorruptArtifact:
+            except (artifact.CorruptArtifact, UnknownKind):  # damaged, or of a kind not registered here
                 continue
     return sorted(out, key=lambda c: c.name)
 
@@ -114,9 +133,11 @@ def load(name_or_id: str) -> Case:
     )
 
 
-def _on_devices(spec: CaseSpec | CircuitSpec | RuleSpec) -> list[CaseSpec | CircuitSpec | RuleSpec]:
-    """Where a built-in spec's artifact may be: an image case on this machine's default device or the
-    CPU; a circuit case (compiled, never trained) or a rule case (trained on the CPU) as it is."""
-    if not isinstance(spec, CaseSpec):
+def _on_devices(spec: Spec) -> list[Spec]:
+    """Where a built-in spec's artifact may be: on this machine's default device or the CPU for kinds
+    whose specs carry a device (image cases); as it is for the others (circuit cases are compiled, never
+    trained; rule cases train on the CPU)."""
+    kind = spec_kind(spec)
+    if not kind.devices:
         return [spec]
-    return [dataclasses.replace(spec, device=d) for d in dict.fromkeys([resolve_device("auto"), "cpu"])]
+    return [kind.on_device(spec, d) for d in dict.fromkeys([resolve_device("auto"), "cpu"])]

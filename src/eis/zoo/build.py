@@ -14,10 +14,9 @@ import eis
 from eis.errors import EisError
 from eis.zoo import artifact
 from eis.zoo.case import Case
-from eis.zoo.circuits.spec import CircuitSpec
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import make_flaw
-from eis.zoo.rules.spec import RuleSpec
+from eis.zoo.kinds import Spec, kind_named, spec_kind
 from eis.zoo.spec import CaseSpec
 from eis.zoo.train import train_model
 
@@ -53,20 +52,15 @@ class BarError(EisError):
 
 
 def open_case(root: Path) -> Case:
-    """The built case in ``root``: a circuit case (sequence side) or an image case, by its manifest."""
-    case = Case(root)
-    if case.meta.get("kind") == "circuit":
-        from eis.zoo.circuits.case import CircuitCase
-
-        return CircuitCase(root)
-    if case.meta.get("kind") == "rule":
-        from eis.zoo.rules.case import RuleCase
-
-        return RuleCase(root)
-    return case
+    """The built case in ``root``, opened by the case class of its manifest's kind (see
+    :mod:`eis.zoo.kinds`; a manifest without a kind is an image case). Raises CorruptArtifact for a
+    damaged artifact and ``eis.zoo.kinds.UnknownKind`` for a kind no module here has registered."""
+    case = Case(root)  # reads (and checks) the manifest
+    opener = kind_named(case.meta.get("kind")).case_class()
+    return case if type(case) is opener else opener(root)
 
 
-def cached(spec: CaseSpec | CircuitSpec | RuleSpec) -> Case | None:
+def cached(spec: Spec) -> Case | None:
     """The built case for ``spec`` if its artifact exists and is intact; a corrupt one is deleted."""
     root = artifact.zoo_dir() / spec.case_id
     if not root.exists():
@@ -79,27 +73,33 @@ def cached(spec: CaseSpec | CircuitSpec | RuleSpec) -> Case | None:
 
 
 def build_case(
-    spec: CaseSpec | CircuitSpec | RuleSpec,
+    spec: Spec,
     *,
     force: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> tuple[Case, bool]:
-    """Build (or fetch from the cache) one case; returns the case and whether it was trained now.
+    """Build (or fetch from the cache) one case of any kind; returns the case and whether it was trained now.
+
+    The spec's kind (:mod:`eis.zoo.kinds`) builds it: image specs here (:func:`build_image_case`), circuit
+    specs (compiled transformers) in :mod:`eis.zoo.circuits.build`, rule specs (networks trained on a
+    secret rule) in :mod:`eis.zoo.rules.build`. Raises BarError, and writes nothing, when the model misses
+    a bar.
+    """
+    return spec_kind(spec).builder()(spec, force=force, progress=progress)
+
+
+def build_image_case(
+    spec: CaseSpec,
+    *,
+    force: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[Case, bool]:
+    """Build (or fetch from the cache) one image case; returns the case and whether it was trained now.
 
     Raises BarError, and writes nothing, when the trained model misses a bar. Population members, whose
     triggers are drawn at random, get up to POPULATION_ATTEMPTS deterministic retries first, so that one
     unlucky draw does not sink a 60-model population; the number of attempts is kept in the truth.
-    Circuit specs (compiled transformers) are built by :mod:`eis.zoo.circuits.build`, rule specs (networks
-    trained on a secret rule) by :mod:`eis.zoo.rules.build`.
     """
-    if isinstance(spec, CircuitSpec):
-        from eis.zoo.circuits.build import build_circuit_case
-
-        return build_circuit_case(spec, force=force, progress=progress)
-    if isinstance(spec, RuleSpec):
-        from eis.zoo.rules.build import build_rule_case
-
-        return build_rule_case(spec, force=force, progress=progress)
     spec = spec.validated()
     if not force and (case := cached(spec)) is not None:
         return case, False

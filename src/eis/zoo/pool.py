@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import dataclasses
 import os
 import queue as queue_mod
 from collections.abc import Callable, Sequence
@@ -31,15 +30,10 @@ from eis.workers import (
     ray_session,
 )
 from eis.zoo import artifact
-from eis.zoo.archs import ARCHS
 from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case
-from eis.zoo.circuits.spec import CircuitSpec
-from eis.zoo.datasets import DATASETS
-from eis.zoo.rules.spec import RuleSpec
-from eis.zoo.spec import CaseSpec, resolve_device
-
-Spec = CaseSpec | CircuitSpec | RuleSpec
+from eis.zoo.kinds import Spec, spec_kind
+from eis.zoo.spec import resolve_device
 
 Progress = Callable[[Spec, float, bool], None]
 
@@ -82,9 +76,9 @@ def build_specs(
 
 
 def _on_device(specs: Sequence[Spec], device: str) -> list[Spec]:
-    """The image specs set to train on ``device``; circuit cases (compiled) and rule cases (small, trained
-    on the CPU) are unchanged."""
-    return [dataclasses.replace(s, device=device) if isinstance(s, CaseSpec) else s for s in specs]
+    """The specs set to train on ``device`` where their kind's specs carry one (image cases); the others
+    (compiled circuit cases, rule cases trained on the CPU) unchanged."""
+    return [spec_kind(s).on_device(s, device) for s in specs]
 
 
 def _cached(
@@ -187,12 +181,12 @@ def _drain(progress: Any, specs: Sequence[Spec], report: Progress, finished: set
 
 
 def _registering_modules(specs: Sequence[Spec]) -> list[str]:
-    """Modules outside eis that registered the specs' datasets and architectures (workers import them)."""
+    """Modules outside eis that define the specs' classes (a kind registered outside eis) or registered
+    the names they need, such as an image spec's dataset and architecture (workers import them)."""
     mods = set()
     for spec in specs:
-        if not isinstance(spec, CaseSpec):
-            continue
-        for registry, name in ((DATASETS, spec.dataset), (ARCHS, spec.arch)):
+        mods.add(type(spec).__module__)
+        for registry, name, _ in spec_kind(spec).needs(spec):
             if name in registry:
                 mods.add(getattr(registry.get(name), "__module__", "") or "")
     return sorted(m for m in mods if m and not m.startswith("eis.") and m not in ("__main__", "__mp_main__"))
@@ -200,8 +194,10 @@ def _registering_modules(specs: Sequence[Spec]) -> list[str]:
 
 def _init(progress: Any, modules: Sequence[str], env: dict[str, str], parent: int) -> None:
     """Worker start-up: exit when the parent does, the parent's environment, one torch thread, the
-    progress queue, and the modules that register names."""
+    progress queue, the modules that register names, and the plugins (``$EIS_PLUGINS``)."""
     import importlib
+
+    from eis.runner.plugins import load_plugins
 
     global _QUEUE
     exit_with(parent)
@@ -211,19 +207,15 @@ def _init(progress: Any, modules: Sequence[str], env: dict[str, str], parent: in
     for m in modules:
         with contextlib.suppress(ImportError):
             importlib.import_module(m)
+    load_plugins()
 
 
 def _build_one(k: int, spec: Spec, force: bool) -> tuple[str | None, list[BarMiss]]:
     """Worker: build one case; returns its folder, or None and the bars it missed."""
-    image = (
-        ((DATASETS, spec.dataset, "dataset"), (ARCHS, spec.arch, "arch"))
-        if isinstance(spec, CaseSpec)
-        else ()
-    )
-    for registry, name, kind in image:
+    for registry, name, what in spec_kind(spec).needs(spec):
         if name not in registry:
             raise EisError(
-                f"{kind} {name!r} is not registered in the zoo build's worker processes; register it in an "
+                f"{what} {name!r} is not registered in the zoo build's worker processes; register it in an "
                 "importable module, or build with workers=0 (--workers 0)"
             )
 
@@ -252,9 +244,9 @@ def _build_on_ray(
     gpu_share = ray_gpus_per_task(ray, None)
     env = eis_environment()
     refs = {
-        task.options(num_cpus=1, num_gpus=gpu_share if spec.device == "cuda" else 0, max_retries=1).remote(
-            spec, force, env
-        ): k
+        task.options(
+            num_cpus=1, num_gpus=gpu_share if spec_kind(spec).device(spec) == "cuda" else 0, max_retries=1
+        ).remote(spec, force, env): k
         for k, spec in enumerate(specs)
     }
     misses: list[BarMiss] = []
@@ -276,8 +268,11 @@ def _build_remote(
     spec: Spec, force: bool, env: dict[str, str]
 ) -> tuple[str, dict[str, bytes] | None, list[BarMiss]]:
     """A Ray task: build one case where it runs; return its packed artifact, or the bars it missed."""
+    from eis.runner.plugins import load_plugins
+
     adopt_environment(env, prefix="EIS_")
     one_thread()
+    load_plugins()
     try:
         case, _ = build_case(spec, force=force)
     except BarError as exc:

@@ -39,6 +39,9 @@ on the population an eval population names with ``train_population = "<name>"`` 
     family = "linear_mod"    # template_band, region_mass, centroid (digits); linear_mod, stripes, bands
     seed = 1                 # draws the rule's parameters
     p = 59                   # token rules: pairs in Z_p (images: dataset = "digits")
+
+Which tables a suite may hold is the case kinds' business (:mod:`eis.zoo.kinds`): each registered kind
+names its tables and turns an entry into specs, so a kind added outside eis brings its own table.
 """
 
 from __future__ import annotations
@@ -52,10 +55,9 @@ from typing import Any
 
 from eis.errors import EisError
 from eis.zoo import triggers
-from eis.zoo.circuits.spec import CircuitSpec, circuit_spec
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import CORNERS, FLAWS
-from eis.zoo.rules.spec import RuleSpec, rule_spec
+from eis.zoo.kinds import RESERVED_TABLES, Spec, table_kinds
 from eis.zoo.spec import CaseSpec
 
 CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
@@ -95,29 +97,28 @@ def suite_path(suite: str) -> Path:
     return Path(str(resources.files("eis.suites") / f"{suite}.toml"))
 
 
-def load_suite(suite: str) -> list[CaseSpec | CircuitSpec | RuleSpec]:
-    """The validated case specs of a suite (populations expanded), in file order."""
+def load_suite(suite: str) -> list[Spec]:
+    """The validated case specs of a suite (populations expanded): table by table, in the order the case
+    kinds are registered (image cases, image populations, circuits, rules, then kinds added outside eis),
+    each table in file order."""
     path = suite_path(suite)
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise EisError(f"suite {suite!r} is not valid TOML: {exc}") from None
-    bad = sorted(set(doc) - {"description", "defaults", "case", "population", "circuit", "rule"})
+    tables = table_kinds()
+    valid = [*RESERVED_TABLES, *tables]
+    bad = sorted(set(doc) - set(valid))
     if bad:
-        raise EisError(
-            f"suite {suite!r}: unknown top-level key {bad[0]!r}; "
-            "valid: description, defaults, case, population, circuit, rule"
-        )
-    defaults = doc.get("defaults", {})
-    specs: list[CaseSpec | CircuitSpec | RuleSpec] = []
-    for entry in doc.get("case", []):
-        specs.append(_case(suite, {**defaults, **entry}))
-    for entry in doc.get("population", []):
-        specs.extend(_population(suite, {**defaults, **entry}))
-    for entry in doc.get("circuit", []):  # compiled transformers: they take no image defaults
-        specs.append(circuit_spec(entry, f"suite {suite!r}"))
-    for entry in doc.get("rule", []):  # networks trained on a secret rule: they take no image defaults
-        specs.append(rule_spec(entry, f"suite {suite!r}"))
+        raise EisError(f"suite {suite!r}: unknown top-level key {bad[0]!r}; valid: {', '.join(valid)}")
+    defaults, where = doc.get("defaults", {}), f"suite {suite!r}"
+    specs: list[Spec] = []
+    for table, kind in tables.items():
+        entries = doc.get(table, [])
+        if not isinstance(entries, list):
+            raise EisError(f"{where}: {table!r} must be an array of tables, written [[{table}]]")
+        for entry in entries:  # kinds other than image take no [defaults] (they are image fields)
+            specs.extend(kind.read(table, {**defaults, **entry} if kind.suite_defaults else entry, where))
     trainers = {s.population for s in specs if getattr(s, "role", None) == "train"}
     for s in specs:
         if getattr(s, "train_population", None) not in (None, *trainers):
@@ -133,69 +134,67 @@ def load_suite(suite: str) -> list[CaseSpec | CircuitSpec | RuleSpec]:
     return specs
 
 
-def _require(suite: str, entry: dict[str, Any], fields: set[str], what: str) -> None:
+def _require(where: str, entry: dict[str, Any], fields: set[str], what: str) -> None:
     bad = sorted(set(entry) - fields)
     if bad:
         raise EisError(
-            f"suite {suite!r}: {what} {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
+            f"{where}: {what} {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
             f"valid: {', '.join(sorted(fields))}"
         )
     for key in ("name", "dataset", "arch"):
         if key not in entry:
-            raise EisError(f"suite {suite!r}: a {what} is missing the field {key!r}")
+            raise EisError(f"{where}: a {what} is missing the field {key!r}")
 
 
-def _case(suite: str, entry: dict[str, Any]) -> CaseSpec:
+def case_entry(entry: dict[str, Any], where: str) -> CaseSpec:
+    """The validated spec of a suite's ``[[case]]`` entry (``[defaults]`` merged in already)."""
     entry = {k: v for k, v in entry.items() if k in CASE_FIELDS or k not in POPULATION_FIELDS}
-    _require(suite, entry, CASE_FIELDS, "case")
+    _require(where, entry, CASE_FIELDS, "case")
     if not isinstance(entry.get("flaw", {}), dict):
         raise EisError(
-            f"suite {suite!r}: case {entry['name']!r} field 'flaw' must be a table like {{kind = \"patch\"}}"
+            f"{where}: case {entry['name']!r} field 'flaw' must be a table like {{kind = \"patch\"}}"
         )
     entry.setdefault("flaw", {"kind": "clean"})
     return CaseSpec(**entry).validated()
 
 
-def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
-    _require(suite, entry, POPULATION_FIELDS, "population")
+def population_entries(entry: dict[str, Any], where: str) -> list[CaseSpec]:
+    """The validated member specs of a suite's ``[[population]]`` entry (``[defaults]`` merged in)."""
+    _require(where, entry, POPULATION_FIELDS, "population")
     name, role = entry["name"], entry.get("role", "eval")
     if role not in ROLES:
-        raise EisError(
-            f"suite {suite!r}: population {name!r} role {role!r} is not valid; valid: {', '.join(ROLES)}"
-        )
+        raise EisError(f"{where}: population {name!r} role {role!r} is not valid; valid: {', '.join(ROLES)}")
     kinds = entry.get("flaws", ["patch", "blend"])
     for kind in kinds:
         if kind not in FLAWS or kind in ("clean", "label_permutation"):
             raise EisError(
-                f"suite {suite!r}: population {name!r} flaw {kind!r} is not valid; valid: "
+                f"{where}: population {name!r} flaw {kind!r} is not valid; valid: "
                 f"{', '.join(k for k in FLAWS.names() if k not in ('clean', 'label_permutation'))}"
             )
     n_clean, n_flawed = int(entry.get("clean", 0)), int(entry.get("flawed", 0))
     if n_clean < 0 or n_flawed < 0 or n_clean + n_flawed == 0:
-        raise EisError(
-            f"suite {suite!r}: population {name!r} needs clean >= 0, flawed >= 0 and at least one model"
-        )
+        raise EisError(f"{where}: population {name!r} needs clean >= 0, flawed >= 0 and at least one model")
     seed = int(entry.get("seed", 0))
     rng = random.Random(seed)
     num_classes = get_dataset(entry["dataset"]).num_classes
-    archs = _archs(suite, name, entry["arch"])
+    archs = _archs(where, name, entry["arch"])
     flaws = [({"kind": "clean"}, archs[i % len(archs)]) for i in range(n_clean)] + [
-        (_random_flaw(kinds[i % len(kinds)], rng, num_classes), archs[i // len(kinds) % len(archs)])
+        (random_flaw(kinds[i % len(kinds)], rng, num_classes), archs[i // len(kinds) % len(archs)])
         for i in range(n_flawed)
     ]
     rng.shuffle(flaws)
     evasive = entry.get("evasive", False)
     if evasive not in (True, False):
-        raise EisError(f"suite {suite!r}: population {name!r} field 'evasive' must be true or false")
+        raise EisError(f"{where}: population {name!r} field 'evasive' must be true or false")
     if evasive:  # every member, clean ones too, goes through the same evasive fine-tuning
         flaws = [({**f, "evasive": True}, a) for f, a in flaws]
     trainer = entry.get("train_population")
     if trainer is not None and (role != "eval" or not isinstance(trainer, str)):
         raise EisError(
-            f"suite {suite!r}: population {name!r}: train_population must be the name of a train population, "
+            f"{where}: population {name!r}: train_population must be the name of a train population, "
             "given on an eval population"
         )
-    vary = _vary(suite, name, entry.get("vary", {}))
+    vary = _vary(where, name, entry.get("vary", {}))
     common = {k: entry[k] for k in ("dataset", "bars") if k in entry}
     specs = []
     for i, (flaw, arch) in enumerate(flaws):
@@ -216,21 +215,21 @@ def _population(suite: str, entry: dict[str, Any]) -> list[CaseSpec]:
     return specs
 
 
-def _archs(suite: str, name: str, arch: Any) -> list[str]:
+def _archs(where: str, name: str, arch: Any) -> list[str]:
     """A population's architectures: one name, or a non-empty list of distinct names (a mixed population)."""
     archs = [arch] if isinstance(arch, str) else arch
     ok = isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)
     if not ok or len(set(archs)) != len(archs):
         raise EisError(
-            f"suite {suite!r}: population {name!r} arch must be a name or a list of distinct names like "
+            f"{where}: population {name!r} arch must be a name or a list of distinct names like "
             f'["cnn", "resnet"], got {arch!r}'
         )
     return archs
 
 
-def _vary(suite: str, name: str, vary: Any) -> dict[str, tuple[float, float]]:
+def _vary(suite_where: str, name: str, vary: Any) -> dict[str, tuple[float, float]]:
     """Check a population's ``vary`` table: {setting = [low, high]} over :data:`VARY_FIELDS`."""
-    where = f"suite {suite!r}: population {name!r} vary"
+    where = f"{suite_where}: population {name!r} vary"
     if not isinstance(vary, dict):
         raise EisError(f"{where} must be a table like {{lr = [0.001, 0.004], epochs = [20, 30]}}")
     out = {}
@@ -256,7 +255,7 @@ def _draw(vary: dict[str, tuple[float, float]], rng: random.Random) -> dict[str,
     return drawn
 
 
-def _random_flaw(kind: str, rng: random.Random, num_classes: int) -> dict[str, Any]:
+def random_flaw(kind: str, rng: random.Random, num_classes: int) -> dict[str, Any]:
     """A flaw of ``kind`` with a random target and trigger, drawn from ``rng``."""
     flaw: dict[str, Any] = {"kind": kind, "target": rng.randrange(num_classes)}
     if kind == "patch":
