@@ -329,32 +329,30 @@ def test_audit_page_in_headless_chromium(user, troj_audit):
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
 
 
-def test_learned_detectors_apply_only_to_a_zoo_architecture_with_a_fitted_state(fresh_home):
+def test_learned_detectors_apply_only_to_a_zoo_architecture_with_a_fitted_state(smoke, user, fresh_home):
     import eis
-    from eis.zoo.archs import build_arch
 
-    torch.manual_seed(0)
-    x, y = torch.rand(8, 1, 16, 16), torch.arange(8) % 10
-    zoo_like = build_arch("cnn", 1, 10, 16).eval()
-    report = eis.audit(zoo_like, x, y, detectors=["mntd", "weight_stats"], synthesis=None, progress=False)
+    case = smoke["digits-cnn-clean"]  # a trained zoo cnn (an untrained one would be refused as broken)
+    x, y = case.inputs(64)
+    report = eis.audit(case.model(), x, y, detectors=["mntd", "weight_stats"], synthesis=None, progress=False)
     for d in report.detectors:
         assert d.status == "not applicable" and "matches the zoo's 'cnn' architecture" in d.reason, d.reason
         assert "no fitted" in d.reason
-    other = example_module().make().eval()
-    report = eis.audit(other, torch.rand(8, 1, 12, 12), y, detectors=["mntd"], synthesis=None, progress=False)
+    with np.load(user.dir / "clean.npz") as f:
+        ux, uy = torch.tensor(f["x"]), torch.tensor(f["y"])
+    report = eis.audit(user.troj, ux, uy, detectors=["mntd"], synthesis=None, progress=False)
     assert "match none of them" in report.detectors[0].reason
     assert report.verdict == "no evidence" and report.trusted_detector is None
 
 
-def test_audits_a_torch_export_program(tmp_path):
+def test_audits_a_torch_export_program(user, tmp_path):
     import eis
     from eis.usermodel import load_model
 
-    torch.manual_seed(0)
-    model = example_module().make().eval()
-    x, y = torch.rand(8, 1, 12, 12), torch.arange(8)
+    with np.load(user.dir / "clean.npz") as f:
+        x, y = torch.tensor(f["x"][:64]), torch.tensor(f["y"][:64])
     batch = {"x": {0: torch.export.Dim("batch")}}  # exported with a dynamic batch size, as audits need
-    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=batch), str(tmp_path / "m.pt2"))
+    torch.export.save(torch.export.export(user.troj, (x,), dynamic_shapes=batch), str(tmp_path / "m.pt2"))
     loaded = load_model(tmp_path / "m.pt2", device="cpu")
     report = eis.audit(loaded, x, y, detectors=["random_scorer"], synthesis=None, progress=False)
     assert report.detectors[0].status == "ok" and report.num_classes == 10

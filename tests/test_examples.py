@@ -42,3 +42,13 @@ def test_custom_circuit_method_example(fresh_home, monkeypatch):
     spec.loader.exec_module(module)
     scores = module.main()
     assert scores["node_auc"] > 0.99 and scores["edge_auc"] > 0.8
+
+
+def test_shadow_audit_example(tmp_path, monkeypatch):
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    spec = importlib.util.spec_from_file_location("shadow_example", EXAMPLES / "shadow_audit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(tmp_path, shadows=2, nc_steps=30, kinds=("patch",))  # short: see test_shadows.py
+    js = (tmp_path / "shadow-audit" / "audit.json").read_text()
+    assert '"source": "shadows"' in js and report.detector("mntd").status == "ok"

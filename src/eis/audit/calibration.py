@@ -158,24 +158,31 @@ def _attribution(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def track_record_text(name: str, entry: dict[str, Any] | None, label: str) -> str:
-    """One sentence: what eis measured for this detector on its own benchmark."""
-    if not entry or set(entry) <= {"text"}:
+def track_record_text(name: str, entry: dict[str, Any] | None, label: str, source: str = "zoo") -> str:
+    """One sentence: what eis measured for this detector, on its own benchmark (``source="zoo"``) or on
+    shadow models like the user's (``"shadows"``), with the CIs where the table has them."""
+    if not entry or set(entry) <= {"text", "source"}:
         return "No track record in the calibration table"
+    where = "On shadow models like yours" if source == "shadows" else "On eis's detection populations"
     if "tpr" in entry:
         thr = entry["threshold"]
         article = "an" if label[0] in "aeiou" else "a"
+
+        def ci(key: str) -> str:
+            lo_hi = entry.get(f"{key}_ci")
+            return f" [{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else ""
+
         text = (
-            f"On eis's detection populations {article} {label} >= {thr:.3g} had TPR {entry['tpr']:.2f}, "
-            f"FPR {entry['fpr']:.2f} (n = {entry['n']}: {entry['n_trojaned']} trojaned, "
-            f"{entry['n_clean']} clean; ROC-AUC {entry['auroc']:.2f})"
+            f"{where} {article} {label} >= {thr:.3g} had TPR {entry['tpr']:.2f}{ci('tpr')}, "
+            f"FPR {entry['fpr']:.2f}{ci('fpr')} (n = {entry['n']}: {entry['n_trojaned']} trojaned, "
+            f"{entry['n_clean']} clean; ROC-AUC {entry['auroc']:.2f}{ci('auroc')})"
         )
         if entry.get("target_acc") is not None:
             text += f"; the named target was right in {entry['target_acc']:.0%} of flagged trojaned models"
         return text
     if "input_auroc" in entry:
         return (
-            f"On eis's detection populations it ranked triggered inputs above clean ones with mean ROC-AUC "
+            f"{where} it ranked triggered inputs above clean ones with mean ROC-AUC "
             f"{entry['input_auroc']:.2f} (n = {entry['n_input_models']} trojaned models)"
         )
     return "No model-level track record in the calibration table"

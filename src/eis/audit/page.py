@@ -78,11 +78,51 @@ def _detector_rows(report: AuditReport) -> str:
             f'<tr class="{cls}"><td>{_e(d.name)}{badge}</td><td>{status}</td>'
             f'<td class="num">{_num(d.score)}</td><td>{decision}</td>'
             f'<td class="num">{"–" if d.target is None else d.target}</td>'
-            f"<td>{_e(d.track_record.get('text', ''))}</td></tr>"
+            f'<td class="num">{_num(d.p_value, 2)}</td><td>{_record_html(d.track_record)}</td></tr>'
         )
-    cols = ("detector", "status", "score", "decision", "target", "track record")
+    cols = ("detector", "status", "score", "decision", "target", "p (clean shadows)", "track record")
     head = "<tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _record_html(record: dict[str, Any]) -> str:
+    """The record the verdict used; under a shadow record, the zoo's for comparison."""
+    text = _e(record.get("text", ""))
+    zoo = record.get("zoo")
+    if zoo:
+        text += f"<br><span class='muted'>{_e(zoo.get('text', ''))}.</span>"
+    return text
+
+
+def _shadows(report: AuditReport) -> str:
+    """How the shadows were made, and each detector's TPR by poison rate (where it stops seeing)."""
+    sh = report.calibration.get("shadows")
+    if not sh:
+        return ""
+    rec = sh.get("recipe", {})
+    secs = sh.get("seconds", {})
+    missed = sh.get("missed") or []
+    head = (
+        f"<p>{sh.get('n_clean', '?')} clean and {sh.get('n_flawed', '?')} flawed shadow models of this "
+        f"architecture, trained on the training data given ({_e(rec.get('trainer') or 'eis loop')}, "
+        f"{rec.get('epochs', '?')} epochs, {_e(rec.get('optimizer', '?'))}); clean accuracy at least "
+        f"{_num(sh.get('min_accuracy'), 3)} (this model: {_num(sh.get('user_accuracy'), 3)}); flaws "
+        f"{_e(', '.join(rec.get('kinds', [])))}, poison rate {_e(str(rec.get('poison_rate')))}. "
+        f"{len(missed)} missed their bars. Cache key <code>{_e(sh.get('key', ''))}</code>; built in "
+        f"{_num(secs.get('build'), 0)} s, detectors {_num(secs.get('detectors'), 0)} s.</p>"
+    )
+    rows = []
+    for d in report.detectors:
+        curve = d.track_record.get("strength_curve") or []
+        if curve:
+            cells = "".join(
+                f"<td>{_num(c['poison_rate'][0], 3)}–{_num(c['poison_rate'][1], 3)}: TPR {_num(c['tpr'], 2)} "
+                f"(n = {c['n']})</td>"
+                for c in curve
+            )
+            rows.append(f"<tr><th>{_e(d.name)}</th>{cells}</tr>")
+    table = f"<h3>TPR by poison rate</h3><table>{''.join(rows)}</table>" if rows else ""
+    return f"<h2 id='shadows'>Shadow calibration</h2>{head}{table}"
 
 
 def _triggers(report: AuditReport) -> str:
@@ -181,9 +221,10 @@ def render_page(report: AuditReport) -> str:
         f" — suspected target class {report.suspected_target}" if report.suspected_target is not None else ""
     )
     made = report.calibration
+    where = "shadow models like this one" if made.get("source") == "shadows" else "eis's zoo"
     cal = (
-        f"Track records from the calibration table made by eis {_e(made.get('eis_version', '?'))} from "
-        "suite(s) "
+        f"Track records measured on {where}, from the calibration table made by eis "
+        f"{_e(made.get('eis_version', '?'))} from suite(s) "
         f"{_e(', '.join(made.get('suites', [])) or '?')} ({_e(', '.join(made.get('tracks', [])))} tracks). "
         f"{_e(made.get('note', ''))}"
     )
@@ -205,6 +246,7 @@ def render_page(report: AuditReport) -> str:
 <p class="muted">{cal}</p>
 {_detector_rows(report)}
 {f"<ul>{notes}</ul>" if notes else ""}
+{_shadows(report)}
 <h2 id="triggers">Recovered triggers</h2>
 {_triggers(report)}
 {_norms(report)}

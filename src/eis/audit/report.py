@@ -6,13 +6,18 @@ JSON contract (``AuditReport.to_json``), kept stable:
 - ``verdict_rule``: the rule in words; ``trusted_detector``: the detector the rule followed (or null);
 - ``detectors``: one entry per detection tool: ``name``, ``input_level`` (scores inputs, not the model),
   ``score`` (float or null; null when ``status`` is ``ok`` only for an input-level tool), ``flagged`` (bool
-  or null), ``target`` (int or null), ``status`` (``ok`` / ``refused`` / ``failed`` / ``not applicable``),
-  ``reason`` (why, when not ok), ``track_record`` (the calibration table's entry plus ``text``);
+  or null), ``p_value`` (the score against the clean shadows' scores, conformal: (1 + #{clean >= score}) /
+  (n + 1); null without shadow calibration), ``target`` (int or null), ``status`` (``ok`` / ``refused`` /
+  ``failed`` / ``not applicable``),
+  ``reason`` (why, when not ok), ``track_record`` (the calibration table's entry plus ``text`` and
+  ``source``: ``"shadows"`` when measured on shadow models like the user's, with ``tpr_ci``, ``fpr_ci``,
+  ``auroc_ci`` and ``strength_curve``, and then ``zoo``: the record on eis's zoo; else ``"zoo"``);
 - ``inputs``: the screened inputs, most suspicious first: ``index`` (in the screened set), ``file`` (or
   null), ``score`` (higher = more suspicious), ``prediction``;
 - ``model``: ``num_classes``, ``input_shape``, ``clean_accuracy`` and ``n_examples`` (on the clean examples
-  given); ``calibration``: which suites and eis version made the
-  table; ``runtime_s``; ``eis_version``.
+  given); ``calibration``: which suites and eis version made the table, its ``source`` (``"shadows"`` or
+  ``"zoo"``) and, for shadows, ``shadows``: counts, recipe, cache key, seconds; ``runtime_s``;
+  ``eis_version``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class DetectorResult:
     score: float | None = None
     flagged: bool | None = None
     target: int | None = None
+    p_value: float | None = None  # against the clean shadows' scores (shadow calibration only)
     reason: str = ""
     track_record: dict[str, Any] = dataclasses.field(default_factory=dict)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -56,7 +62,8 @@ class DetectorResult:
             thr = self.track_record.get("threshold")
             rule = f" (>= {thr:.3g}: {'suspicious' if self.flagged else 'not suspicious'})" if thr else ""
             tgt = f", target {self.target}" if self.target is not None and self.flagged else ""
-            head = f"{self.name}: score {self.score:.3g}{rule}{tgt}"
+            pv = f", p = {self.p_value:.2g} against clean shadows" if self.p_value is not None else ""
+            head = f"{self.name}: score {self.score:.3g}{rule}{tgt}{pv}"
         return f"{head}. {self.track_record.get('text', '')}".rstrip(". ") + "."
 
 
@@ -113,6 +120,7 @@ class AuditReport:
                         "input_level": d.input_level,
                         "score": d.score,
                         "flagged": d.flagged,
+                        "p_value": d.p_value,
                         "target": d.target,
                         "status": d.status,
                         "reason": d.reason,

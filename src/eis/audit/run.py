@@ -18,6 +18,7 @@ has already measured.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -36,8 +37,9 @@ from eis.tools.detection.base import DetectionTool
 from eis.usermodel import check_compatible
 
 VERDICT_RULE = (
-    "follow the detector with the best track record (highest TPR - FPR on eis's detection populations, "
-    "must be > 0); suspicious when it flags the model"
+    "follow the detector with the best track record (highest TPR - FPR on the calibration's models: "
+    "shadow models like yours when calibrated, else eis's detection populations; must be > 0); "
+    "suspicious when it flags the model"
 )
 SCORE_LABELS = {"neural_cleanse": "anomaly index", "specificity": "specificity score"}
 
@@ -50,6 +52,7 @@ def audit(
     inputs: torch.Tensor | None = None,
     input_names: Sequence[str] | None = None,
     calibration: dict[str, Any] | str | None = None,
+    zoo_calibration: dict[str, Any] | str | None = None,
     detectors: Sequence[str] | None = None,
     settings: dict[str, dict[str, Any]] | None = None,
     attribution: Sequence[str] | None = None,
@@ -62,15 +65,23 @@ def audit(
     """Audit ``model`` (eval mode, taking images in [0, 1]) with clean labelled examples ``x``, ``y``.
 
     ``inputs`` (N, C, H, W) are screened for triggers (``input_names`` label them on the page);
-    ``calibration`` is a table or its path (default: the shipped one); ``detectors`` limits the detection
-    tools (default: every registered one); ``settings`` overrides tool settings by tool name (the track
-    records hold for the settings the calibration table lists, by default the tools' own);
-    ``attribution`` names the attribution tools for evidence (default: the two best localisers among the
-    tools that pass the sanity track); ``synthesis`` the synthesis tool for the suspected target (None
-    to skip). The model is not changed.
+    ``calibration`` is a table or its path (default: the shipped one), e.g. a shadow calibration's
+    (:func:`eis.shadows.calibrate_shadows`): then the verdict follows the records measured on models like
+    this one, and ``zoo_calibration`` (default: the shipped table) is shown beside them; ``detectors``
+    limits the detection tools (default: every registered one); ``settings`` overrides tool settings by
+    tool name (the track records hold for the settings the calibration table lists, by default the
+    tools' own); ``attribution`` names the attribution tools for evidence (default: the two best
+    localisers among the tools that pass the sanity track); ``synthesis`` the synthesis tool for the
+    suspected target (None to skip). The model is not changed.
     """
     start = time.perf_counter()
     table = calibration if isinstance(calibration, dict) else load_calibration(calibration)
+    source = "shadows" if table.get("made_by", {}).get("source") == "shadows" else "zoo"
+    zoo_table = None
+    if source == "shadows":
+        zoo_table = (
+            zoo_calibration if isinstance(zoo_calibration, dict) else load_calibration(zoo_calibration)
+        )
     if not isinstance(model, nn.Module):
         raise EisError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] < 4:
@@ -102,7 +113,7 @@ def audit(
                     raise EisError(f"{name!r} is a {tool.family} tool; detectors must be detection tools")
                 if bar:
                     bar.update(task, description=f"audit: {name}")
-                results.append(_run_detector(tool, model, x, y, k, table))
+                results.append(_run_detector(tool, model, x, y, k, table, zoo_table))
                 if tool.input_level and name == "strip":
                     strip = tool
                 if bar:
@@ -135,6 +146,8 @@ def audit(
         if d.details.get("settings_differ")
     ]
     notes += [f"evidence: {tool} failed: {msg}" for tool, msg in evidence.get("failures", {}).items()]
+    if zoo_table is not None:
+        notes += _disagreements(results, trusted, verdict)
     best = _best_record(results)
     if best is not None and best.name != trusted and best.status in ("failed", "refused"):
         notes.append(
@@ -152,7 +165,12 @@ def audit(
         input_shape=tuple(x.shape[1:]),
         clean_accuracy=health.accuracy,
         n_examples=health.n,
-        calibration={**table.get("made_by", {}), "note": table.get("note", "")},
+        calibration={
+            **table.get("made_by", {}),
+            "source": source,
+            "note": table.get("note", ""),
+            **({"shadows": table["shadows"]} if "shadows" in table else {}),
+        },
         runtime_s=time.perf_counter() - start,
         evidence=evidence,
         notes=notes,
@@ -186,11 +204,26 @@ def decide(results: Sequence[DetectorResult]) -> tuple[str | None, str, int | No
 # ------------------------------------------------------------------ detectors
 
 
+def _record(table: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    """A detector's calibration entry with its sentence and source (``clean_scores`` stay in the table)."""
+    entry = {k: v for k, v in table.get("detectors", {}).get(name, {}).items() if k != "clean_scores"}
+    entry["text"] = track_record_text(name, entry, SCORE_LABELS.get(name, "score"), source)
+    entry["source"] = source
+    return entry
+
+
 def _run_detector(
-    tool: DetectionTool, model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, table: dict[str, Any]
+    tool: DetectionTool,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    table: dict[str, Any],
+    zoo_table: dict[str, Any] | None = None,
 ) -> DetectorResult:
-    entry = dict(table.get("detectors", {}).get(tool.name, {}))
-    entry["text"] = track_record_text(tool.name, entry, SCORE_LABELS.get(tool.name, "score"))
+    entry = _record(table, tool.name, "shadows" if zoo_table is not None else "zoo")
+    if zoo_table is not None:
+        entry["zoo"] = _record(zoo_table, tool.name, "zoo")
     res = DetectorResult(
         name=tool.name,
         status="ok",
@@ -230,7 +263,46 @@ def _run_detector(
         res.score = score
         thr = entry.get("threshold")
         res.flagged = bool(res.score >= thr) if thr is not None else None
+        clean = table.get("detectors", {}).get(tool.name, {}).get("clean_scores")
+        if clean:
+            from eis.shadows.calibrate import p_value
+
+            res.p_value = p_value(score, clean)
     return res
+
+
+def _disagreements(results: Sequence[DetectorResult], trusted: str | None, verdict: str) -> list[str]:
+    """Where the zoo's records disagree with those measured on shadows: outside the shadow CI, or a
+    verdict the zoo's records would have given otherwise."""
+    notes = []
+    for d in results:
+        zoo, tr = d.track_record.get("zoo", {}), d.track_record
+        for key in ("tpr", "fpr"):
+            ci = tr.get(f"{key}_ci")
+            if ci and key in zoo and not ci[0] <= zoo[key] <= ci[1]:
+                notes.append(
+                    f"{d.name}: eis's zoo record ({key.upper()} {zoo[key]:.2f}) lies outside the "
+                    f"{key.upper()} measured on models like yours ({tr[key]:.2f}, CI [{ci[0]:.2f}, "
+                    f"{ci[1]:.2f}])"
+                )
+    as_zoo = []
+    for d in results:
+        z = dataclasses.replace(d, track_record=d.track_record.get("zoo", {}))
+        thr = z.track_record.get("threshold")
+        z.flagged = bool(z.score >= thr) if z.score is not None and thr is not None else None
+        as_zoo.append(z)
+    zoo_trusted, zoo_verdict, _ = decide(as_zoo)
+    if zoo_verdict != verdict:
+        notes.append(
+            f"with eis's zoo records instead the verdict would be {zoo_verdict!r} (following "
+            f"{zoo_trusted or 'no detector'}); the shadow records are measured on models like yours"
+        )
+    elif zoo_trusted != trusted:
+        notes.append(
+            f"eis's zoo records would trust {zoo_trusted or 'no detector'} instead of "
+            f"{trusted or 'no detector'} (same verdict)"
+        )
+    return notes
 
 
 def _refuse_if_unscored(results: Sequence[DetectorResult]) -> None:
@@ -262,7 +334,9 @@ def _load_fitted(tool: DetectionTool, model: nn.Module, x: torch.Tensor, k: int)
         try:
             meta = json.loads(meta_file.read_text())
             key = meta["key"]
-            if key.get("settings") != json.loads(json.dumps(tool.settings(), default=str)):
+            if _unseeded(key.get("settings")) != _unseeded(
+                json.loads(json.dumps(tool.settings(), default=str))
+            ):
                 continue
             ids = key.get("train") or []
             if not ids or not _case_matches(ids[0], archs, (c, h, h), k):
@@ -275,6 +349,12 @@ def _load_fitted(tool: DetectionTool, model: nn.Module, x: torch.Tensor, k: int)
         f"the model matches the zoo's {archs[0]!r} architecture, but no fitted {tool.name} state for it "
         "is cached; run `eis bench detect --tracks detect` to fit one"
     )
+
+
+def _unseeded(settings: Any) -> Any:
+    """Settings without ``seed``: a state fitted with another seed (each benchmark cell offsets it) was
+    fitted on the same models with the same settings otherwise."""
+    return {k: v for k, v in settings.items() if k != "seed"} if isinstance(settings, dict) else settings
 
 
 def _case_matches(case_id: str, archs: list[str], shape: tuple[int, int, int], k: int) -> bool:

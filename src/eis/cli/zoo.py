@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -26,21 +28,13 @@ BACKEND_HELP = "local (processes on this machine) or ray (Ray tasks; needs eis's
 ADDRESS_HELP = "With --backend ray: the cluster to use (auto, ray://host:port); default: start a local one."
 
 
-def build_with_progress(
-    suite: str,
-    force: bool = False,
-    *,
-    workers: int | None = None,
-    device: str = "auto",
-    backend: str = "local",
-    address: str | None = None,
-) -> list[eis.zoo.Case]:
-    """Build a suite with a progress bar per case and overall (plain periodic lines when not on a
-    terminal); shared by `zoo build`, `bench` and `demo`."""
-    specs = eis.zoo.suite_cases(suite)
+@contextlib.contextmanager
+def build_progress(label: str, total: int) -> Iterator[Callable[[CaseSpec, float, bool], None]]:
+    """An ``on_progress`` callback for a zoo build: a bar per case in training and one overall (plain
+    periodic lines when not on a terminal)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with progress_display(err_console, *columns) as progress:
-        overall = progress.add_task(f"zoo {suite}", total=len(specs))
+        overall = progress.add_task(label, total=total)
         current: dict[str, int] = {}
         state = {"done": 0}
 
@@ -55,6 +49,21 @@ def build_with_progress(
                 current[spec.name] = progress.add_task(f"  {spec.name}", total=100)
             progress.update(current[spec.name], completed=int(fraction * 100))
 
+        yield on_progress
+
+
+def build_with_progress(
+    suite: str,
+    force: bool = False,
+    *,
+    workers: int | None = None,
+    device: str = "auto",
+    backend: str = "local",
+    address: str | None = None,
+) -> list[eis.zoo.Case]:
+    """Build a suite with :func:`build_progress`; shared by `zoo build`, `bench` and `demo`."""
+    specs = eis.zoo.suite_cases(suite)
+    with build_progress(f"zoo {suite}", len(specs)) as on_progress:
         return eis.zoo.build_suite(
             suite,
             force=force,

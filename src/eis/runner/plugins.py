@@ -27,13 +27,21 @@ def register_suite(name: str, build: Callable[[], Sequence[Any]], *, replace: bo
 
 
 def load_plugins() -> list[str]:
-    """Import the modules named in ``$EIS_PLUGINS`` (comma-separated); returns their names."""
+    """Import the modules named in ``$EIS_PLUGINS`` (comma-separated); returns their names.
+
+    A plugin module that registers from the environment defines ``from_environment()``: it is called on
+    every load, so that a worker process whose modules were imported before it adopted its parent's
+    environment (a forkserver's preload) registers what the parent has now.
+    """
     names = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
     for name in names:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError as exc:
             raise EisError(f"cannot import plugin module {name!r} named in ${PLUGINS_ENV}: {exc}") from None
+        refresh = getattr(module, "from_environment", None)
+        if callable(refresh):
+            refresh()
     return names
 
 

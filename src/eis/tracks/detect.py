@@ -272,12 +272,13 @@ class DetectTrack(Track):
 
 
 def training_cases(case: Case, cases: Sequence[Case]) -> list[Case]:
-    """The members of ``cases`` with role "train" of the population ``case`` names (``train_population``,
-    e.g. for populations that mix architectures), else of ``case``'s dataset and architecture."""
+    """The members of the population ``case`` names (``train_population``: a train population, e.g. for
+    populations that mix architectures, or the other fold of a cross-fitted pair of eval populations, as
+    shadow populations are), else the role "train" members of ``case``'s dataset and architecture."""
     want = case.meta.get("train_population")
-    train = [c for c in cases if c.meta.get("role") == "train"]
     if want is not None:
-        return [c for c in train if c.meta.get("population") == want]
+        return [c for c in cases if c.meta.get("population") == want and c.id != case.id]
+    train = [c for c in cases if c.meta.get("role") == "train"]
     return [c for c in train if (c.dataset, c.arch) == (case.dataset, case.arch)]
 
 

@@ -15,11 +15,12 @@ from eis.errors import EisError
 from eis.zoo.archs import ARCHS
 from eis.zoo.datasets import DATASETS, get_dataset
 from eis.zoo.flaws import make_flaw
+from eis.zoo.recipe import RECIPE_FIELDS, check_recipe
 
 ZOO_VERSION = "5"  # bump when training or data generation changes, so that caches rebuild
 SEED_VERSION = "5"  # cells draw their seeds from the case id as of this zoo version (CaseSpec.seed_id)
 DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
-TRAIN_FIELDS = ("epochs", "batch_size", "lr")
+TRAIN_FIELDS = ("epochs", "batch_size", "lr", *RECIPE_FIELDS)
 DEVICES = ("cpu", "cuda")
 
 
@@ -75,6 +76,10 @@ class CaseSpec:
                 raise EisError(
                     f"case {self.name!r}: unknown train field {key!r}; valid: {', '.join(TRAIN_FIELDS)}"
                 )
+        try:
+            check_recipe(self.train)
+        except EisError as exc:
+            raise EisError(f"case {self.name!r}: {exc}") from None
         for key in self.bars:
             if key not in DEFAULT_BARS:
                 raise EisError(f"case {self.name!r}: unknown bar {key!r}; valid: {', '.join(DEFAULT_BARS)}")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eis.zoo import evasive
+from eis.zoo import evasive, recipe
 from eis.zoo.archs import build_arch
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import Flaw, make_flaw
@@ -77,21 +77,26 @@ def fit(
     gen: torch.Generator,
     progress: Callable[[float], None] | None = None,
 ) -> None:
-    """Adam with a one-cycle learning rate over ``settings["epochs"]`` epochs, on the model's device."""
+    """Adam with a one-cycle learning rate over ``settings["epochs"]`` epochs, on the model's device, unless
+    the settings choose another optimiser, schedule, augmentation or the user's own training function
+    (:mod:`eis.zoo.recipe`)."""
+    if settings.get("trainer"):
+        recipe.run_user_trainer(model, x, y, settings)
+        if progress:
+            progress(1.0)
+        return
     device = next(model.parameters()).device
     x_dev, y_dev = x.to(device), y.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    opt = recipe.optimizer(model.parameters(), settings)
     epochs, bs = settings["epochs"], settings["batch_size"]
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=settings["lr"], total_steps=epochs * -(-len(x) // bs)
-    )
+    sched = recipe.schedule(opt, settings, epochs * -(-len(x) // bs))
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), bs):
             idx = order[i : i + bs].to(device)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x_dev[idx]), y_dev[idx]).backward()
+            F.cross_entropy(model(recipe.augment(x_dev[idx], settings, gen)), y_dev[idx]).backward()
             opt.step()
             sched.step()
         if progress:
