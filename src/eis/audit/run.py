@@ -106,18 +106,18 @@ def audit(
     strip: DetectionTool | None = None
     try:
         with _progress(progress) as bar:
-            task = bar.add_task("audit: detectors", total=len(names)) if bar else None
+            task = bar.add_task("audit: detectors", total=len(names) + 1, current="") if bar else None
             for name in names:
                 tool = make_tool(name, **overrides.get(name, {}))
                 if not isinstance(tool, DetectionTool):
                     raise EisError(f"{name!r} is a {tool.family} tool; detectors must be detection tools")
                 if bar:
-                    bar.update(task, description=f"audit: {name}")
+                    bar.update(task, description=f"audit: {name}", current=name)
                 results.append(_run_detector(tool, model, x, y, k, table, zoo_table))
                 if tool.input_level and name == "strip":
                     strip = tool
                 if bar:
-                    bar.advance(task)
+                    bar.update(task, advance=1)
             _refuse_if_unscored(results)
             trusted, verdict, target = decide(results)
             screened = (
@@ -132,10 +132,14 @@ def audit(
                     if thr is not None:
                         sd.details["inputs_below_threshold"] = sum(-s.score < thr for s in screened)
                         sd.details["n_screened"] = len(screened)
+            if bar:
+                bar.update(task, description="audit: evidence", current="attribution maps")
             evidence = _evidence(
                 model, x, y, inputs, screened, results, trusted, target, table, attribution, synthesis,
-                n_evidence, seed, bar,
+                n_evidence, seed, (bar, task),
             )  # fmt: skip
+            if bar:
+                bar.update(task, advance=1, description="audit: evidence", current="")
     finally:
         _set_mode(model, was_training)
     notes = [f"{d.name}: {d.reason}" for d in results if d.status in ("refused", "failed")]
@@ -434,7 +438,7 @@ def _evidence(
     synthesis: str | None,
     n: int,
     seed: int,
-    bar: Any,
+    progress: tuple[Any, Any],
 ) -> dict[str, Any]:
     """Images for the page: recovered triggers, attribution maps on the most suspicious inputs and on
     clean inputs stamped with the recovered trigger, synthesis images for the suspected target."""
@@ -477,8 +481,9 @@ def _evidence(
                 if "seed" in _fields(synthesis)
                 else make_tool(synthesis, n_images=4)
             )
+            bar, task = progress
             if bar:
-                bar.update(bar.tasks[0].id, description=f"audit: {synthesis} for class {target}")
+                bar.update(task, description=f"audit: {synthesis} for class {target}", current=synthesis)
             out["synthesis"] = {
                 "tool": synthesis,
                 "images": tool.synthesize(model, int(target), x).detach().cpu(),
@@ -517,10 +522,13 @@ class _NoBar:
 
 
 def _progress(show: bool) -> Any:
+    """A bar on a terminal, plain progress lines when stderr is redirected (CI logs), nothing when off."""
     if not show:
         return _NoBar()
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    from eis.progress import progress_display
 
     cols = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    return Progress(*cols, console=Console(stderr=True), transient=True)
+    return progress_display(Console(stderr=True), *cols)
