@@ -30,9 +30,10 @@ def resolve_device(device: str, cuda: bool | None = None) -> str:
     ``cuda`` says whether CUDA is available where the models train (default: in this process; a Ray
     cluster's driver asks the cluster).
 
-    Weights are bit-identical for one spec on one device type (CPU builds on any machine; CUDA builds on
-    the same GPU model and software); CPU and CUDA builds of a spec may differ, so the device is part of
-    the case id and the cache never mixes them.
+    Weights are bit-identical for one spec on one machine (and on machines whose processors pick the same
+    float kernels; AVX2 and AVX-512 machines may differ slightly), and for CUDA builds on the same GPU
+    model and software; CPU and CUDA builds of a spec may differ, so the device is part of the case id and
+    the cache never mixes them.
     """
     import torch
 
