@@ -230,3 +230,18 @@ def test_ray_on_a_local_cluster_gives_the_records_of_the_pool(run, user, tmp_pat
         other = again.table["detectors"][name]
         for key in ("tpr", "fpr", "auroc", "n", "clean_scores", "threshold"):
             assert other.get(key) == e.get(key), (name, key)
+
+
+def test_cached_shadows_are_rechecked_against_todays_bar():
+    from types import SimpleNamespace
+
+    from eis.shadows.calibrate import _meeting_bars
+    from eis.zoo.spec import CaseSpec
+
+    spec = CaseSpec("s", "digits", "cnn", {"kind": "clean"}, bars={"clean_accuracy": 0.9})
+    truth = SimpleNamespace(measured={"clean_accuracy": 0.85})
+    case = SimpleNamespace(id=spec.case_id, name="s", truth=lambda: truth)
+    keep, misses = _meeting_bars([case], {spec.case_id: spec})
+    assert keep == [] and "(cached) misses its clean_accuracy bar: 0.850 < 0.900" in misses[0]
+    truth.measured["clean_accuracy"] = 0.95
+    assert _meeting_bars([case], {spec.case_id: spec}) == ([case], [])

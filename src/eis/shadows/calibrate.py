@@ -35,6 +35,7 @@ from eis.shadows.setup import UserArch, exported, register_arch, register_data
 
 FORMAT = 1
 CURVE_BINS = 3
+BAR_STEP = 0.02  # the accuracy bar is rounded down to this step: close checkpoints share one calibration
 MIN_PER_GROUP = 2  # clean and flawed shadows that met their bars, at the least, for a record
 
 
@@ -144,7 +145,7 @@ def calibrate_shadows(
     tools = [make_tool(n, **settings.get(n, {})) for n in names]
     arch_name = register_arch(arch)
     dataset = register_data(train_x, train_y, x, y, k)
-    min_acc = max(0.0, user_accuracy - recipe.tolerance)
+    min_acc = max(0.0, math.floor((user_accuracy - recipe.tolerance) / BAR_STEP) * BAR_STEP)
     key = _digest(
         {
             "format": FORMAT,
@@ -174,6 +175,8 @@ def calibrate_shadows(
             misses: list[str] = []
         except BarError as exc:
             cases, misses = exc.built, [str(m) for m in exc.misses]
+        cases, stale = _meeting_bars(cases, {s.case_id: s for s in specs})
+        misses += stale
         t_build = time.perf_counter() - t0
         _enough(cases, misses, recipe)
         t1 = time.perf_counter()
@@ -279,6 +282,21 @@ def _curve(rows: list[tuple[float, bool, str]], thr: float, flaws: dict[str, dic
     return out
 
 
+def _meeting_bars(cases: Sequence[Any], specs: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """Cached shadows are rechecked: bars are not part of a case id, and an earlier calibration of a less
+    accurate model may have built a shadow that this one's bar rejects."""
+    keep, misses = [], []
+    for cs in cases:
+        spec, measured = specs.get(cs.id), cs.truth().measured
+        low = [b for b in measured if spec is not None and b in spec.bars and measured[b] < spec.bar(b)]
+        keep += [] if low else [cs]
+        misses += [
+            f"case {cs.name!r} (cached) misses its {b} bar: {measured[b]:.3f} < {spec.bar(b):.3f}"
+            for b in low
+        ]
+    return keep, misses
+
+
 def _flaw_of(case: Any) -> dict[str, Any]:
     return dict(case.truth().spec["flaw"])
 
@@ -289,9 +307,9 @@ def _enough(cases: Sequence[Any], misses: list[str], recipe: ShadowRecipe) -> No
     if min(flawed, len(cases) - flawed) < MIN_PER_GROUP:
         first = misses[0] if misses else "too few shadows"
         raise EisError(
-            f"only {len(cases)} of {2 * recipe.shadows} shadows met their bars ({first}; {len(misses)} "
-            "missed), too few for a record; lower the tolerance, train longer (epochs) or widen the "
-            "poison-rate range"
+            f"only {len(cases)} of {2 * recipe.shadows} shadows met their bars ({first}; {len(misses)} bar "
+            "misses in all), too few for a record; lower the tolerance, train longer (epochs) or raise the "
+            "poison rate"
         )
 
 

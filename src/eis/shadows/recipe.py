@@ -35,7 +35,8 @@ class ShadowRecipe:
     already poisoned for flawed shadows); kinds: flaw kinds to plant (those that do not fit the data are
     left out); poison_rate, trigger_size (share of the image side), opacity: ranges the strengths are
     drawn from; evasive: train every shadow with the evasive recipe (patch, blend and style only);
-    tolerance: a shadow's clean accuracy must be at least the user's model's minus this; asr_bar: a
+    tolerance: a shadow's clean accuracy must be at least the user's model's minus this (rounded down to
+    a step of 0.02, so that checkpoints of close accuracy share one calibration); asr_bar: a
     flawed shadow's attack success rate bar; seed: the draws.
     """
 
