@@ -77,7 +77,7 @@ def _detector_rows(report: AuditReport) -> str:
         rows.append(
             f'<tr class="{cls}"><td>{_e(d.name)}{badge}</td><td>{status}</td>'
             f'<td class="num">{_num(d.score)}</td><td>{decision}</td>'
-            f'<td class="num">{"–" if d.target is None else d.target}</td>'
+            f'<td class="num">{"–" if d.target is None else _e(d.target)}</td>'
             f'<td class="num">{_num(d.p_value, 2)}</td><td>{_record_html(d.track_record)}</td></tr>'
         )
     cols = ("detector", "status", "score", "decision", "target", "p (clean shadows)", "track record")
@@ -103,9 +103,9 @@ def _shadows(report: AuditReport) -> str:
     secs = sh.get("seconds", {})
     missed = sh.get("missed") or []
     head = (
-        f"<p>{sh.get('n_clean', '?')} clean and {sh.get('n_flawed', '?')} flawed shadow models of this "
-        f"architecture, trained on the training data given ({_e(rec.get('trainer') or 'eis loop')}, "
-        f"{rec.get('epochs', '?')} epochs, {_e(rec.get('optimizer', '?'))}); clean accuracy at least "
+        f"<p>{_e(sh.get('n_clean', '?'))} clean and {_e(sh.get('n_flawed', '?'))} flawed shadow models of "
+        f"this architecture, trained on the training data given ({_e(rec.get('trainer') or 'eis loop')}, "
+        f"{_e(rec.get('epochs', '?'))} epochs, {_e(rec.get('optimizer', '?'))}); clean accuracy at least "
         f"{_num(sh.get('min_accuracy'), 3)} (this model: {_num(sh.get('user_accuracy'), 3)}); flaws "
         f"{_e(', '.join(rec.get('kinds', [])))}, poison rate {_e(str(rec.get('poison_rate')))}. "
         f"{len(missed)} missed their bars. Cache key <code>{_e(sh.get('key', ''))}</code>; built in "
@@ -117,7 +117,7 @@ def _shadows(report: AuditReport) -> str:
         if curve:
             cells = "".join(
                 f"<td>{_num(c['poison_rate'][0], 3)}–{_num(c['poison_rate'][1], 3)}: TPR {_num(c['tpr'], 2)} "
-                f"(n = {c['n']})</td>"
+                f"(n = {_e(c['n'])})</td>"
                 for c in curve
             )
             rows.append(f"<tr><th>{_e(d.name)}</th>{cells}</tr>")
@@ -132,7 +132,7 @@ def _triggers(report: AuditReport) -> str:
             continue
         stamped = d.mask[None] * d.pattern
         cells.append(
-            f"<tr><th>{_e(d.name)} (class {d.target})</th><td>{_img(_png(d.mask[None]), 'mask')}</td>"
+            f"<tr><th>{_e(d.name)} (class {_e(d.target)})</th><td>{_img(_png(d.mask[None]), 'mask')}</td>"
             f"<td>{_img(_png(d.pattern), 'pattern')}</td>"
             f"<td>{_img(_png(stamped), 'mask x pattern')}</td></tr>"
         )
@@ -167,8 +167,8 @@ def _inputs(report: AuditReport, k: int = 20) -> str:
     if not report.inputs:
         return '<p class="muted">No inputs were given to screen (<code>--inputs</code>).</p>'
     rows = "".join(
-        f'<tr><td class="num">{r + 1}</td><td class="num">{s.index}</td><td>{_e(s.file or "–")}</td>'
-        f'<td class="num">{_num(s.score)}</td><td class="num">{s.prediction}</td></tr>'
+        f'<tr><td class="num">{r + 1}</td><td class="num">{_e(s.index)}</td><td>{_e(s.file or "–")}</td>'
+        f'<td class="num">{_num(s.score)}</td><td class="num">{_e(s.prediction)}</td></tr>'
         for r, s in enumerate(report.inputs[:k])
     )
     more = (
@@ -236,7 +236,7 @@ def render_page(report: AuditReport) -> str:
 <link rel="icon" href="data:,">
 <style>{CSS}{EXTRA_CSS}</style></head><body>
 <h1>eis audit</h1>
-<p class="meta">eis {_e(__version__)} · model with {report.num_classes} classes, inputs {shape} ·
+<p class="meta">eis {_e(__version__)} · model with {_e(report.num_classes)} classes, inputs {_e(shape)} ·
 {len(report.inputs)} inputs screened · {_num(report.runtime_s, 1)} s</p>
 <nav><a href="#detectors">Detectors</a><a href="#triggers">Recovered triggers</a><a href="#norms">Norms</a>
 <a href="#inputs">Screened inputs</a><a href="#evidence">Evidence</a></nav>

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -154,16 +155,30 @@ class AuditReport:
         return lines
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``audit.html`` and ``audit.json`` into ``out_dir``; return their paths."""
+        """Write ``audit.html`` and ``audit.json`` into ``out_dir``; return their paths.
+
+        Each file is written under a temporary name and renamed into place, so a killed or failed write
+        never leaves a partial file under the final name (an earlier audit's file stays whole until then).
+        """
         from eis.audit.page import render_page
 
         out = Path(out_dir).expanduser()
         out.mkdir(parents=True, exist_ok=True)
         j = out / "audit.json"
-        j.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        _write_atomic(j, json.dumps(self.to_json(), indent=1) + "\n")
         h = out / "audit.html"
-        h.write_text(render_page(self))
+        _write_atomic(h, render_page(self))
         return h, j
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """``path.write_text(text)`` through a temporary file beside it and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _finite(value: Any) -> Any:

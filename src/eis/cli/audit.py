@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from eis.cli import app
-from eis.cli.common import console, err_console, floats, json_object, user_errors, user_model
+from eis.cli.common import console, err_console, floats, json_object, safe, user_errors, user_model
 from eis.cli.shadows import RECIPE_HELP, TRAIN_HELP, run_shadows
 from eis.cli.zoo import ADDRESS_HELP, BACKEND_HELP, DEVICE_HELP, WORKERS_HELP
 from eis.errors import EisError
@@ -87,7 +86,7 @@ def audit(
         except EisError as exc:  # say why, then audit with what there is: the zoo's records
             shadow_error = exc
             err_console.print(
-                f"[bold red]error:[/] {escape(str(exc))}; auditing with eis's zoo records instead",
+                f"[bold red]error:[/] {safe(exc)}; auditing with eis's zoo records instead",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -107,9 +106,9 @@ def audit(
         seed=seed,
     )
     html, js = report.write(out)
-    for line in report.summary():
-        console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"audit written to {html.resolve()} and {js.name}", highlight=False)
+    for line in report.summary():  # file names, tools' errors: shown as they are, never as markup
+        console.print(safe(line), highlight=False, soft_wrap=True)
+    console.print(f"audit written to {safe(html.resolve())} and {safe(js.name)}", highlight=False)
     if shadow_error is not None:
         raise typer.Exit(code=2)
     if fail_on_suspect and report.suspicious:
@@ -177,7 +176,7 @@ def calibrate(
             device=device, backend=backend, address=address,
         )  # fmt: skip
         path = save_calibration(run.table, out)
-        console.print(f"shadow calibration table written to {path}", highlight=False)
+        console.print(f"shadow calibration table written to {safe(path)}", highlight=False)
         return
     if not suites:
         raise EisError("--suites is required (the suites the store's runs came from), or use --shadows N")
@@ -189,7 +188,7 @@ def calibrate(
     table = build_calibration(list(records.values()), suites=suites.split(","), note=note)
     path = save_calibration(table, out)
     console.print(
-        f"calibration table for {len(table['detectors'])} detectors written to {path}", highlight=False
+        f"calibration table for {len(table['detectors'])} detectors written to {safe(path)}", highlight=False
     )
 
 

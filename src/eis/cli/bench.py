@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
 from eis.cli import app
-from eis.cli.common import console, err_console, user_errors
+from eis.cli.common import console, err_console, safe, user_errors
 from eis.cli.zoo import ADDRESS_HELP, BACKEND_HELP, DEVICE_HELP, build_with_progress
 from eis.runner import BenchSummary
 from eis.workers import check_backend, default_workers
@@ -100,7 +99,7 @@ def _built(suite: str, skip_missed: bool, **build: Any) -> list[Any]:
     except BarError as exc:
         for miss in exc.misses:
             what = "[yellow]left out[/], bar missed" if skip_missed else "[bold red]bar missed:[/]"
-            err_console.print(f"{what} {miss}", highlight=False)
+            err_console.print(f"{what} {safe(miss)}", highlight=False)
         if skip_missed:
             return exc.built
         err_console.print(f"pass --skip-missed to bench the {len(exc.built)} cases that met their bars")
@@ -110,11 +109,11 @@ def _built(suite: str, skip_missed: bool, **build: Any) -> list[Any]:
 def print_summary(summary: BenchSummary, shown: int = 10) -> None:
     """The run's one-line summary, its first failures and its first cells not applicable (a tool refused
     the case: an answer, not an error); all are in the store and the report."""
-    console.print(summary.line(), highlight=False)
+    console.print(safe(summary.line()), highlight=False)
     for cells, label in ((summary.failures, "[red]failed[/]"), (summary.refusals, "[cyan]not applicable[/]")):
         for f in cells[:shown]:
             console.print(
-                f"  {label} {f['track']} · {f['tool']} · {f['case']}: {escape(str(f['error']))}",
+                f"  {label} {safe(f['track'])} · {safe(f['tool'])} · {safe(f['case'])}: {safe(f['error'])}",
                 highlight=False,
             )
         if len(cells) > shown:

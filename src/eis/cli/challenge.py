@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, safe, user_errors
 
 challenge_app = typer.Typer(
     help="The mechanist challenge: recover a network's secret rule.", no_args_is_help=True
@@ -33,10 +33,10 @@ def new(
         folder = eis.challenge.new_challenge(seed, out, family, p)
     hints = json.loads((folder / "challenge.json").read_text())
     console.print(
-        f"[green]challenge written to {folder}[/]: family {hints['family']} "
-        f"({hints['family_sentence']}); network accuracy {hints['network_accuracy']:.3f}"
+        f"[green]challenge written to {safe(folder)}[/]: family {safe(hints['family'])} "
+        f"({safe(hints['family_sentence'])}); network accuracy {hints['network_accuracy']:.3f}"
     )
-    console.print(f"write rule.py with label(x), then: eis challenge score {folder} rule.py")
+    console.print(f"write rule.py with label(x), then: eis challenge score {safe(folder)} rule.py")
 
 
 @challenge_app.command("score")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,6 +31,19 @@ err_console = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# C0 controls (newline and tab too: a message is one line), DEL and C1 controls: an ANSI escape in a file
+# name or a tool's error must not reach the terminal as one
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: object, *, markup: bool = True) -> str:
+    """``text`` for a rich console: markup escaped and control characters shown as ``\\xNN`` escapes, so
+    that names, paths and messages from outside (file names, suite files, stores, tools' errors) print as
+    they are and cannot style, move or clear the terminal. ``markup=False``: for text printed without
+    markup (the plain progress lines), control characters only."""
+    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    return escape(shown) if markup else shown
+
 
 def user_errors(fn: F) -> F:
     """Decorate a command so that bad input prints ``error: <message>`` and exits with code 2."""
@@ -39,7 +53,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except EisError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {safe(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, safe, user_errors
 from eis.cli.zoo import DEVICE_HELP, WORKERS_HELP, build_with_progress
 from eis.workers import default_workers
 
@@ -26,7 +26,7 @@ def demo(
     from eis.report import build_report_data, print_report, write_html
     from eis.runner import DEFAULT_TRACKS, run_benchmark
 
-    console.rule(f"[bold]1/3 zoo: building suite {suite!r} (cached cases are reused)")
+    console.rule(f"[bold]1/3 zoo: building suite {safe(repr(suite))} (cached cases are reused)")
     workers = default_workers() if workers is None else workers
     cases = build_with_progress(suite, workers=workers, device=device)
     console.rule(f"[bold]2/3 bench: tracks {', '.join(DEFAULT_TRACKS)} on {len(cases)} cases")
@@ -36,4 +36,4 @@ def demo(
     data = build_report_data(store)
     print_report(data, console)
     path = write_html(data, out)
-    console.print(f"[green]report written to {path.resolve()}[/]", highlight=False)
+    console.print(f"[green]report written to {safe(path.resolve())}[/]", highlight=False)

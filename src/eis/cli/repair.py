@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, json_object, user_errors, user_model
+from eis.cli.common import console, json_object, safe, user_errors, user_model
+from eis.errors import EisError
+
+OUTPUTS = ("repaired.safetensors", "repair.html", "repair.json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(out: Path, inputs: dict[str, Path]) -> None:
+    """Refuse (one line) an ``--out`` whose outputs would overwrite the model or the data given."""
+    folder = Path(out).expanduser()
+    for name in OUTPUTS:
+        for what, path in inputs.items():
+            if _same_file(folder / name, Path(path).expanduser()):
+                raise EisError(
+                    f"--out {str(out)!r} would overwrite the {what} {str(path)!r} with {name}; choose "
+                    "another --out folder (eis repair never writes over its inputs)"
+                )
+
+
+def write_weights(model: Any, path: Path) -> None:
+    """Write the repaired weights under a temporary name and rename them into place: a killed or failed
+    write never leaves a partial ``repaired.safetensors``."""
+    from eis.usermodel import save_weights
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_weights(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @app.command()
@@ -38,13 +75,14 @@ def repair(
     import torch
 
     import eis.repair
-    from eis.usermodel import load_examples, save_weights
+    from eis.usermodel import load_examples
 
+    check_outputs(out, {"model": model_path, "data": data})
     torch.manual_seed(seed)
     model = user_model(model_path, arch, arch_kwargs, trust_pickle, mean, std)
     x, y, _ = load_examples(data, size=size)
     assert y is not None
-    with console.status(f"repairing with {method} ..."):
+    with console.status(f"repairing with {safe(method)} ..."):
         repaired, report = eis.repair.repair(
             model,
             x,
@@ -55,11 +93,15 @@ def repair(
             detector_steps=nc_steps,
             seed=seed,
         )
+    folder = Path(out).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    check_outputs(out, {"model": model_path, "data": data})  # again: the folder may have changed meanwhile
+    weights = folder / "repaired.safetensors"
+    write_weights(eis.repair.unwrap(repaired), weights)  # first: a report always has its weights beside it
     page, js = report.write(out)
-    weights = Path(out).expanduser() / "repaired.safetensors"
-    save_weights(eis.repair.unwrap(repaired), weights)
     for line in report.summary():
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(safe(line), highlight=False, soft_wrap=True)
     console.print(
-        f"repaired weights written to {weights.resolve()}; report {page.name}, {js.name}", highlight=False
+        f"repaired weights written to {safe(weights.resolve())}; report {safe(page.name)}, {safe(js.name)}",
+        highlight=False,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, safe, user_errors
 
 
 @app.command()
@@ -24,4 +24,4 @@ def report(
     print_report(data, console)
     if html:
         path = write_html(data, out)
-        console.print(f"report written to {path.resolve()}", highlight=False)
+        console.print(f"report written to {safe(path.resolve())}", highlight=False)

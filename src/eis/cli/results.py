@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, safe, user_errors
 
 results_app = typer.Typer(help="Look into and export the results store.", no_args_is_help=True)
 app.add_typer(results_app, name="results")
@@ -30,7 +30,7 @@ def export_cmd(
         raise unknown("export format", fmt, EXPORT_FORMATS)
     df = load(store)
     path = export(df, fmt, out or Path(f"eis-results.{fmt}"))
-    console.print(f"{len(df)} cells written to {path}", highlight=False)
+    console.print(f"{len(df)} cells written to {safe(path)}", highlight=False)
 
 
 @results_app.command("info")
@@ -42,7 +42,9 @@ def info_cmd(store: Path = _STORE) -> None:
     with open_store(store, create=False) as st:
         path, version, check = st.path, st.schema_version(), st.integrity_check()
         df = load(st)
-    console.print(f"store {path} (schema {version}, integrity {check}): {len(df)} cells", highlight=False)
+    console.print(
+        f"store {safe(path)} (schema {version}, integrity {safe(check)}): {len(df)} cells", highlight=False
+    )
     if len(df):
         counts = df.groupby(["track", "status"]).size().unstack(fill_value=0)
-        console.print(counts.to_string())
+        console.print("\n".join(safe(line) for line in counts.to_string().splitlines()))

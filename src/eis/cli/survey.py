@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from eis.cli import app
-from eis.cli.common import console, err_console, user_errors
+from eis.cli.common import console, err_console, safe, user_errors
 
 survey_app = typer.Typer(
     help="Write the synthesis survey page (`eis survey --out FILE`) or score answers (`eis survey score`).",
@@ -58,10 +58,10 @@ def survey(
     keep = _split(cases)
     if keep:
         built = [c for c in built if c.name in keep]
-    err_console.print(f"running {len(tool_objs)} tools on the trojaned cases of {suite!r} ...")
+    err_console.print(f"running {len(tool_objs)} tools on the trojaned cases of {safe(repr(suite))} ...")
     items = build_survey(built, tool_objs, seed=seed)
     path = write_survey(items, out)
-    console.print(f"wrote {len(items)} questions to {path}")
+    console.print(f"wrote {len(items)} questions to {safe(path)}")
 
 
 @survey_app.command("score")
@@ -83,6 +83,6 @@ def score(
     rows = [("all", result)] + [(f"tool {k}", v) for k, v in result["per_tool"].items()]
     rows += [(f"kind {k}", v) for k, v in result["per_kind"].items()]
     for name, r in rows:
-        table.add_row(name, str(r["n"]), str(r["correct"]), f"{r['accuracy']:.3f}")
+        table.add_row(safe(name), str(r["n"]), str(r["correct"]), f"{r['accuracy']:.3f}")
     console.print(table)
     console.print(f"accuracy: {result['accuracy']:.3f} ({result['correct']}/{result['n']})")

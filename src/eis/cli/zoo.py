@@ -12,8 +12,8 @@ from rich.table import Table
 
 import eis.zoo
 from eis.cli import app
-from eis.cli.common import console, err_console, user_errors
-from eis.progress import progress_display
+from eis.cli.common import console, err_console, safe, user_errors
+from eis.progress import LineProgress, progress_display
 from eis.workers import check_backend, default_workers
 from eis.zoo.build import BarError
 from eis.zoo.spec import CaseSpec
@@ -34,7 +34,8 @@ def build_progress(label: str, total: int) -> Iterator[Callable[[CaseSpec, float
     periodic lines when not on a terminal)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with progress_display(err_console, *columns) as progress:
-        overall = progress.add_task(label, total=total)
+        markup = not isinstance(progress, LineProgress)  # plain lines print without markup
+        overall = progress.add_task(safe(label, markup=markup), total=total)
         current: dict[str, int] = {}
         state = {"done": 0}
 
@@ -46,7 +47,7 @@ def build_progress(label: str, total: int) -> Iterator[Callable[[CaseSpec, float
                 progress.update(overall, completed=state["done"])
                 return
             if spec.name not in current:
-                current[spec.name] = progress.add_task(f"  {spec.name}", total=100)
+                current[spec.name] = progress.add_task(f"  {safe(spec.name, markup=markup)}", total=100)
             progress.update(current[spec.name], completed=int(fraction * 100))
 
         yield on_progress
@@ -93,9 +94,10 @@ def build(
         )
     except BarError as exc:
         for miss in exc.misses:
-            err_console.print(f"[bold red]bar missed:[/] {miss}", highlight=False)
+            err_console.print(f"[bold red]bar missed:[/] {safe(miss)}", highlight=False)
         raise typer.Exit(code=1) from None
-    console.print(f"[green]built {len(cases)} cases[/] of suite {suite!r} under {eis.zoo.artifact.zoo_dir()}")
+    where = safe(eis.zoo.artifact.zoo_dir())
+    console.print(f"[green]built {len(cases)} cases[/] of suite {safe(repr(suite))} under {where}")
 
 
 @zoo_app.command("suites")
@@ -111,11 +113,11 @@ def list_cases() -> None:
     table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
     for case in eis.zoo.list_built():
         table.add_row(
-            case.name,
-            case.id,
-            case.dataset,
-            case.arch,
-            case.meta.get("population") or "",
+            safe(case.name),
+            safe(case.id),
+            safe(case.dataset),
+            safe(case.arch),
+            safe(case.meta.get("population") or ""),
             f"{case.meta['clean_accuracy']:.3f}",
         )
     console.print(table)
@@ -135,26 +137,26 @@ def show(
     if truth.kind == "circuit":  # a compiled transformer: its spec and circuit size, no image grid
         table = Table("field", "value", show_header=False)
         for key in ("name", "id", "arch", "ablation", "variant", "seed", "model_config"):
-            table.add_row(key, str(c.meta.get(key)))
+            table.add_row(key, safe(c.meta.get(key)))
         table.add_row("circuit", f"{len(truth.nodes)} components, {len(truth.edges)} edges")
         console.print(table)
         return
     if truth.kind == "rule":  # a network trained on a secret rule: its spec, rule and bars
         table = Table("field", "value", show_header=False)
         for key in ("name", "id", "rule_kind", "family", "dataset", "arch", "seed"):
-            table.add_row(key, str(c.meta.get(key)))
-        table.add_row("rule", str(truth.rule))
+            table.add_row(key, safe(c.meta.get(key)))
+        table.add_row("rule", safe(truth.rule))
         for bar, value in truth.measured.items():
-            table.add_row(f"measured {bar}", f"{value:.3f}")
+            table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
         console.print(table)
         return
     table = Table("field", "value", show_header=False)
     for key in ("name", "id", "dataset", "arch", "population", "role", "seed"):
-        table.add_row(key, str(c.meta.get(key)))
-    table.add_row("flaw", str(truth.spec["flaw"]))
-    table.add_row("training", str(truth.spec["train"]))
+        table.add_row(key, safe(c.meta.get(key)))
+    table.add_row("flaw", safe(truth.spec["flaw"]))
+    table.add_row("training", safe(truth.spec["train"]))
     for bar, value in truth.measured.items():
-        table.add_row(f"measured {bar}", f"{value:.3f}")
+        table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
     console.print(table)
     path = render_grid(c, out or Path(f"{c.name}.png"))
-    console.print(f"grid written to {path}")
+    console.print(f"grid written to {safe(path)}", highlight=False)

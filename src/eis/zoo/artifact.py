@@ -15,6 +15,7 @@ killed build leaves nothing half-written under the final name. Loading never unp
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from eis.paths import eis_home
 
 MANIFEST_SCHEMA = 1
 FILES = ("model.safetensors", "truth/truth.json", "truth/truth.safetensors")
+CASE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # a spec's hash: never a path, never hidden
 
 
 class CorruptArtifact(EisError):
@@ -37,6 +39,16 @@ def zoo_dir() -> Path:
     path = eis_home() / "zoo"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def case_dir(case_id: str) -> Path:
+    """The artifact folder of ``case_id``: always a direct child of :func:`zoo_dir` (an id holding a path
+    separator, ``..`` or a leading dot is refused in one line)."""
+    if not isinstance(case_id, str) or CASE_ID_RE.fullmatch(case_id) is None:
+        raise EisError(
+            f"case id {case_id!r} is not valid; a case id is 1-128 letters, digits, '_' or '-' (a hash)"
+        )
+    return zoo_dir() / case_id
 
 
 def write_artifact(
@@ -53,7 +65,8 @@ def write_artifact(
     When another process finished the same artifact first, its copy is kept (the bytes are the same);
     ``replace`` swaps in the new one instead (a forced rebuild).
     """
-    with atomic_dir(zoo_dir() / case_id, replace=replace) as tmp:
+    final = case_dir(case_id)
+    with atomic_dir(final, replace=replace) as tmp:
         (tmp / "truth").mkdir()
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
@@ -63,7 +76,7 @@ def write_artifact(
         )
         manifest = {**visible, "schema": MANIFEST_SCHEMA, "files": {f: sha256(tmp / f) for f in FILES}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return zoo_dir() / case_id
+    return final
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -105,7 +118,7 @@ def pack(root: Path) -> dict[str, bytes]:
 
 def unpack(case_id: str, files: dict[str, bytes]) -> Path:
     """Write a packed artifact under this machine's zoo folder (atomically; an intact copy is kept)."""
-    final = zoo_dir() / case_id
+    final = case_dir(case_id)
     if final.is_dir():
         try:
             read_manifest(final)

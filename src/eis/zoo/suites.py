@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -72,6 +73,9 @@ ROLES = ("eval", "train")
 # natural triggers drawn for populations: shapes that stay recognisable at a few pixels (thin ones such
 # as rings, crescents and diamonds made too many random draws miss the attack-success bar on digits)
 COMPACT_SHAPES = ("star", "heart", "cross", "circle", "square", "triangle")
+# case and population names: they reach file names (`eis zoo show`), terminals and HTML reports
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 def builtin_suites() -> list[str]:
@@ -118,6 +122,8 @@ def load_suite(suite: str) -> list[Spec]:
         if not isinstance(entries, list):
             raise EisError(f"{where}: {table!r} must be an array of tables, written [[{table}]]")
         for entry in entries:  # kinds other than image take no [defaults] (they are image fields)
+            if isinstance(entry, dict) and "name" in entry:
+                check_name(entry["name"], where, table)
             specs.extend(kind.read(table, {**defaults, **entry} if kind.suite_defaults else entry, where))
     trainers = {s.population for s in specs if getattr(s, "role", None) == "train"}
     for s in specs:
@@ -127,11 +133,19 @@ def load_suite(suite: str) -> list[Spec]:
                 f"{s.train_population!r}, which is not a population with role 'train' in the suite; "
                 f"valid: {', '.join(sorted(trainers)) or 'none'}"
             )
+    for s in specs:  # expanded names (population members), and those of kinds added outside eis
+        check_name(s.name, where, "case")
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise EisError(f"suite {suite!r}: case name {dupes[0]!r} is used more than once")
     return specs
+
+
+def check_name(name: Any, where: str, what: str = "case") -> None:
+    """Refuse, in one line, a case or population name that is not a plain file-name-safe word."""
+    if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
+        raise EisError(f"{where}: {what} name {name!r} is not valid; {NAME_RULE}")
 
 
 def _require(where: str, entry: dict[str, Any], fields: set[str], what: str) -> None:
