@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import eis.audit
 from test_model_refusals import bright, make
+
+import eis.audit
 
 
 def test_redirected_audit_prints_progress_lines(capsys):

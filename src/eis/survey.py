@@ -162,7 +162,7 @@ def render_survey(items: Sequence[SurveyItem], title: str = "eis survey: which o
             f'<div class="row">{imgs}</div><p>Which of these {N_OPTIONS} is the hidden trigger?</p>'
             f'<div class="row">{opts}</div></section>'
         )
-    payload = json.dumps(data).replace("</", "<\\/")
+    payload = json.dumps(data).replace("<", "\\u003c")  # no tag or comment can open inside the script
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"

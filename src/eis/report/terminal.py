@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from eis.report.tables import ReportData, TrackSection
@@ -29,7 +30,8 @@ def leaderboard_table(sec: TrackSection) -> Table:
     """Rich table: tool, headline mean [lo, hi], n, verdict, failures, cells not applicable (where any);
     control rows highlighted."""
     direction = "higher" if sec.higher_is_better else "lower"
-    table = Table(title=f"{sec.name}: {sec.headline} ({direction} is better)", title_justify="left")
+    title = escape(f"{sec.name}: {sec.headline} ({direction} is better)")
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("tool", no_wrap=True)
     table.add_column(f"{sec.headline} mean [95% CI]", justify="right", no_wrap=True)
@@ -46,7 +48,7 @@ def leaderboard_table(sec: TrackSection) -> Table:
     for i, r in sec.leaderboard.iterrows():
         ci = f"[{_fmt(r['lo'])}, {_fmt(r['hi'])}]" if math.isfinite(r["lo"]) else ""
         failed = f"[red]{r['failed']}[/]/{r['cells']}" if r["failed"] else f"0/{r['cells']}"
-        tool = f"{r['tool']} [dim](control)[/]" if r["control"] else str(r["tool"])
+        tool = f"{escape(str(r['tool']))} [dim](control)[/]" if r["control"] else escape(str(r["tool"]))
         sanity = ["[red]FAIL[/]" if r["sanity"] == "FAIL" else r["sanity"]] if with_sanity else []
         na = [f"[cyan]{r['not_applicable']}[/]" if r["not_applicable"] else "0"] if with_na else []
         table.add_row(
@@ -54,7 +56,7 @@ def leaderboard_table(sec: TrackSection) -> Table:
             tool,
             f"{_fmt(r['mean'])} {ci}",
             str(r["n"]),
-            answers[i],
+            escape(answers[i]),
             failed,
             *na,
             *sanity,
@@ -66,9 +68,9 @@ def leaderboard_table(sec: TrackSection) -> Table:
 def print_report(data: ReportData, console: Console) -> None:
     """Print every track's leaderboard and the notes."""
     for note in data.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(str(note))}", highlight=False)
     for sec in data.sections:
         for note in sec.notes:
-            console.print(f"[yellow]note ({sec.name}):[/] {note}", highlight=False)
+            console.print(f"[yellow]note ({escape(sec.name)}):[/] {escape(str(note))}", highlight=False)
         if not sec.leaderboard.empty:
             console.print(leaderboard_table(sec))

@@ -161,6 +161,6 @@ def _progress_bar(console: Any) -> Any:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[current]}", style="dim"),
+        TextColumn("{task.fields[current]}", style="dim", markup=False),
     )
     return progress_display(console or get_console(), *columns)

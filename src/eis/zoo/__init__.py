@@ -113,7 +113,7 @@ def load(name_or_id: str) -> Case:
     older zoo versions with the same name are never picked); other names must match one built case.
     """
     root = artifact.zoo_dir() / name_or_id
-    if root.is_dir():
+    if artifact.CASE_ID_RE.fullmatch(name_or_id) and root.is_dir():  # never a path outside the zoo
         return open_case(root)
     for suite in builtin_suites():
         for spec in load_suite(suite):
