@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=12)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--nc-steps", type=int, default=None)
+    parser.add_argument("--detectors", default=None, help="comma-separated (default: every detector)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--home", default=None, help="EIS_HOME (default: a fresh temporary folder)")
     parser.add_argument("--json", default=None)
@@ -238,7 +239,14 @@ def main() -> None:
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {nparams} parameters, the user's model {acc:.3f} clean accuracy")
     settings = {"neural_cleanse": {"steps": args.nc_steps}} if args.nc_steps else None
-    common = {"num_classes": 10, "user_accuracy": acc, "settings": settings, "workers": args.workers}
+    detectors = args.detectors.split(",") if args.detectors else None
+    common = {
+        "num_classes": 10,
+        "user_accuracy": acc,
+        "settings": settings,
+        "workers": args.workers,
+        "detectors": detectors,
+    }
     t0 = time.perf_counter()
     shadow = calibrate_shadows(
         arch,

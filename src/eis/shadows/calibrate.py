@@ -57,9 +57,10 @@ def shadow_specs(
     channels: int,
     size: int,
     min_accuracy: float,
-    key: str,
+    population: str,
 ) -> list[Any]:
-    """The population: pair i = one clean and one flawed member with the same settings, in fold a or b."""
+    """The population (``population``: its hash, which names the members): pair i = one clean and one
+    flawed member with the same settings, in fold a or b."""
     from eis.zoo.spec import CaseSpec
 
     kinds = fitting_kinds(recipe, num_classes, channels, size)
@@ -86,16 +87,16 @@ def shadow_specs(
         fold, other = ("a", "b") if i % 2 == 0 else ("b", "a")
         specs.append(
             CaseSpec(
-                f"shadow-{key[:8]}-{j:03d}",
+                f"shadow-{population[:8]}-{j:03d}",
                 dataset=dataset,
                 arch=arch,
                 flaw=flaw,
                 seed=recipe.seed * 1000 + j,
                 train=train,
                 bars=bars,
-                population=f"shadow-{key[:8]}-{fold}",
+                population=f"shadow-{population[:8]}-{fold}",
                 role="eval",
-                train_population=f"shadow-{key[:8]}-{other}",
+                train_population=f"shadow-{population[:8]}-{other}",
             ).validated()
         )
     return specs
@@ -146,17 +147,18 @@ def calibrate_shadows(
     arch_name = register_arch(arch)
     dataset = register_data(train_x, train_y, x, y, k)
     min_acc = max(0.0, math.floor((user_accuracy - recipe.tolerance) / BAR_STEP) * BAR_STEP)
-    key = _digest(
+    population = _digest(  # the shadows themselves: detector settings do not retrain them
         {
             "format": FORMAT,
             "arch": arch_name,
             "dataset": dataset,
             "recipe": recipe.to_json(),
-            "tools": {t.name: t.settings() for t in tools},
             "min_accuracy": round(min_acc, 4),
-            "eis": __version__,
             "zoo": ZOO_VERSION,
         }
+    )
+    key = _digest(
+        {"population": population, "tools": {t.name: t.settings() for t in tools}, "eis": __version__}
     )
     from eis.paths import eis_home
 
@@ -165,7 +167,7 @@ def calibrate_shadows(
     if table_path.is_file():
         return ShadowRun(key, root, json.loads(table_path.read_text()), cached=True)
     root.mkdir(parents=True, exist_ok=True)
-    specs = shadow_specs(recipe, arch_name, dataset, k, c, size, min_acc, key)
+    specs = shadow_specs(recipe, arch_name, dataset, k, c, size, min_acc, population)
     t0 = time.perf_counter()
     with exported(arch, dataset, k):
         try:
@@ -190,6 +192,7 @@ def calibrate_shadows(
     table = shadow_table(records, cases, key=key, suite=f"shadows:{key}")
     table["shadows"] = {
         "key": key,
+        "population": population,
         "arch": arch.to_json() | {"name": arch_name},
         "dataset": dataset,
         "recipe": recipe.to_json(),
