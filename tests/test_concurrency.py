@@ -19,7 +19,7 @@ from pathlib import Path
 import bench_fakes
 import concurrency_fakes
 import pytest
-from tiny_user_model import cli, cli_env
+from tiny_user_model import cli, cli_env, tiny_suite
 from typer.testing import CliRunner
 
 from eis.cli import app
@@ -30,26 +30,7 @@ TOOLS = ["fake-slow", "fake-grad", "fake-raise"]
 N_A, N_B = 6, 4  # cases of fake-suite and fake-suite-b
 VOLATILE = ("runtime_s", "peak_mem_mb", "rss_start_mb", "peak_gpu_mb", "finished_at", "host", "versions")
 
-TINY_SUITE = """
-[defaults]
-dataset = "digits"
-arch = "cnn"
-seed = 0
-train = { epochs = 2 }
-bars = { clean_accuracy = 0.3, asr = 0.05 }
-
-[[case]]
-name = "tiny-clean"
-flaw = { kind = "clean" }
-
-[[case]]
-name = "tiny-patch"
-flaw = { kind = "patch", target = 0, pattern = "checkerboard" }
-
-[[case]]
-name = "tiny-blend"
-flaw = { kind = "blend", target = 1, pattern = "noise", alpha = 0.2 }
-"""
+TINY_SUITE = tiny_suite("tiny")
 
 
 def fake_env(home: Path) -> dict[str, str]:

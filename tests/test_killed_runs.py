@@ -23,33 +23,14 @@ import pytest
 import torch
 from kill_harness import Zygote, wait_for
 from safetensors.torch import load_file
-from tiny_user_model import cli_env, make_user_model, write_images
+from tiny_user_model import cli_env, make_user_model, tiny_suite, write_images
 from typer.testing import CliRunner
 
 from eis.results.store import STATUSES, Store
 
 SEED = 1234
 KILLS = 4
-TINY_SUITE = """
-[defaults]
-dataset = "digits"
-arch = "cnn"
-seed = 0
-train = { epochs = 2 }
-bars = { clean_accuracy = 0.3, asr = 0.05 }
-
-[[case]]
-name = "k-clean"
-flaw = { kind = "clean" }
-
-[[case]]
-name = "k-patch"
-flaw = { kind = "patch", target = 0, pattern = "checkerboard" }
-
-[[case]]
-name = "k-blend"
-flaw = { kind = "blend", target = 1, pattern = "noise", alpha = 0.2 }
-"""
+TINY_SUITE = tiny_suite("k")
 
 
 def spread(k: int, lo: float, hi: float, seed: int) -> list[float]:

@@ -97,3 +97,27 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def tiny_suite(prefix: str) -> str:
+    """A 3-case digits suite that trains in seconds (2 epochs, low bars): names start with ``prefix``."""
+    return f"""
+[defaults]
+dataset = "digits"
+arch = "cnn"
+seed = 0
+train = {{ epochs = 2 }}
+bars = {{ clean_accuracy = 0.3, asr = 0.05 }}
+
+[[case]]
+name = "{prefix}-clean"
+flaw = {{ kind = "clean" }}
+
+[[case]]
+name = "{prefix}-patch"
+flaw = {{ kind = "patch", target = 0, pattern = "checkerboard" }}
+
+[[case]]
+name = "{prefix}-blend"
+flaw = {{ kind = "blend", target = 1, pattern = "noise", alpha = 0.2 }}
+"""

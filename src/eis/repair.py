@@ -27,13 +27,13 @@ import dataclasses
 import html
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from eis.cache import write_text_atomic
 from eis.errors import EisError
 from eis.health import check_model
 from eis.tools.base import make_tool
@@ -89,7 +89,7 @@ class RepairReport:
         folder = Path(out).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         js = folder / "repair.json"
-        _write_atomic(js, json.dumps(self.to_json(), indent=2, sort_keys=True))
+        write_text_atomic(js, json.dumps(self.to_json(), indent=2, sort_keys=True))
         page = folder / "repair.html"
         rows = "".join(f"<li>{html.escape(line)}</li>" for line in self.summary())
         img = ""
@@ -99,24 +99,13 @@ class RepairReport:
                 f"<h2>Recovered trigger</h2><img src='{uri}' alt='recovered trigger' "
                 "style='width:128px;image-rendering:pixelated'>"
             )
-        _write_atomic(
+        write_text_atomic(
             page,
             "<!doctype html><html><head><meta charset='utf-8'><title>eis repair</title></head><body>"
             f"<h1>eis repair: {html.escape(self.method)}</h1><ul>{rows}</ul>{img}"
             f"<h2>Details</h2><pre>{html.escape(json.dumps(self.to_json(), indent=2))}</pre></body></html>",
         )
         return page, js
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """``path.write_text(text)`` through a temporary file beside it and a rename: a killed or failed write
-    never leaves a partial file under the final name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def split(n: int, validation: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from eis.cache import write_text_atomic
 
 SUSPICIOUS, NO_EVIDENCE = "suspicious", "no evidence"
 STATUSES = ("ok", "refused", "failed", "not applicable")
@@ -165,20 +166,10 @@ class AuditReport:
         out = Path(out_dir).expanduser()
         out.mkdir(parents=True, exist_ok=True)
         j = out / "audit.json"
-        _write_atomic(j, json.dumps(self.to_json(), indent=1) + "\n")
+        write_text_atomic(j, json.dumps(self.to_json(), indent=1) + "\n")
         h = out / "audit.html"
-        _write_atomic(h, render_page(self))
+        write_text_atomic(h, render_page(self))
         return h, j
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """``path.write_text(text)`` through a temporary file beside it and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _finite(value: Any) -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from eis.cache import write_text_atomic
 from eis.errors import EisError
 from eis.shadows.recipe import ShadowRecipe, draw_flaw, fitting_kinds
 from eis.shadows.setup import UserArch, exported, register_arch, register_data
@@ -205,9 +206,7 @@ def calibrate_shadows(
         "device": device,
         "backend": backend,
     }
-    tmp = table_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    tmp.replace(table_path)  # written whole or not at all: a killed run never leaves half a table
+    write_text_atomic(table_path, json.dumps(table, indent=1, sort_keys=True) + "\n")  # whole or not at all
     return ShadowRun(key, root, table, cached=False)
 
 
