@@ -61,8 +61,10 @@ def audit(
 
     import eis.audit
     from eis.health import check_model
+    from eis.plugins import load_plugins
     from eis.usermodel import check_compatible, load_examples
 
+    load_plugins()  # detection tools of installed plugins and $EIS_PLUGINS are named like eis's own
     torch.manual_seed(seed)
     model = user_model(model_path, arch, arch_kwargs, trust_pickle, mean, std)
     x, y, _ = load_examples(data, size=size)
@@ -158,8 +160,10 @@ def calibrate(
         import torch
 
         from eis.health import check_model
+        from eis.plugins import load_plugins
         from eis.usermodel import check_compatible, load_examples
 
+        load_plugins()
         if model_path is None or data is None:
             raise EisError(
                 "--shadows needs --model (the model the shadows are like) and --data (its examples)"

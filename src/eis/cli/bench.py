@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from eis.cli import app
 from eis.cli.common import console, err_console, safe, user_errors
 from eis.cli.zoo import ADDRESS_HELP, BACKEND_HELP, DEVICE_HELP, build_with_progress
-from eis.runner import BenchSummary
 from eis.workers import check_backend, default_workers
-from eis.zoo.build import BarError
+
+if TYPE_CHECKING:  # the runner and the zoo import pandas and torch: imported when `bench` runs
+    from eis.runner import BenchSummary
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -94,6 +95,8 @@ def bench(
 def _built(suite: str, skip_missed: bool, **build: Any) -> list[Any]:
     """The suite's cases, built where not cached. Cases that missed their bars after their retries are
     listed; with ``skip_missed`` the bench goes on without them, else it stops (exit 1, as `zoo build`)."""
+    from eis.zoo.build import BarError
+
     try:
         return build_with_progress(suite, **build)
     except BarError as exc:

@@ -29,6 +29,7 @@ def tools(family: str = typer.Option(None, "--family", help="attribution, detect
 
 
 @app.command("tracks")
+@user_errors
 def tracks() -> None:
     """List the registered tracks and the question each asks."""
     from eis.runner import DEFAULT_TRACKS

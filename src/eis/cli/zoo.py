@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-import eis.zoo
 from eis.cli import app
 from eis.cli.common import console, err_console, safe, user_errors
+from eis.plugins import load_plugins
 from eis.progress import LineProgress, progress_display
 from eis.workers import check_backend, default_workers
-from eis.zoo.build import BarError
-from eis.zoo.spec import CaseSpec
+
+if TYPE_CHECKING:  # eis.zoo imports torch: each command imports it when it runs, so `eis --help` stays fast
+    import eis.zoo
+    from eis.zoo.spec import CaseSpec
 
 zoo_app = typer.Typer(help="Build, list and inspect the model zoo.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -63,6 +66,8 @@ def build_with_progress(
     address: str | None = None,
 ) -> list[eis.zoo.Case]:
     """Build a suite with :func:`build_progress`; shared by `zoo build`, `bench` and `demo`."""
+    import eis.zoo
+
     specs = eis.zoo.suite_cases(suite)
     with build_progress(f"zoo {suite}", len(specs)) as on_progress:
         return eis.zoo.build_suite(
@@ -87,7 +92,11 @@ def build(
     address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """Train every case of SUITE that is not cached yet and check its bars."""
+    import eis.zoo
+    from eis.zoo.build import BarError
+
     check_backend(backend)
+    load_plugins()
     try:
         cases = build_with_progress(
             suite, force, workers=workers, device=device, backend=backend, address=address
@@ -101,15 +110,23 @@ def build(
 
 
 @zoo_app.command("suites")
+@user_errors
 def suites() -> None:
-    """List the built-in suites."""
+    """List the built-in suites (reading a suite checks its specs; it builds no data)."""
+    import eis.zoo
+
+    load_plugins()
     for name in eis.zoo.builtin_suites():
         console.print(f"{name}: {len(eis.zoo.suite_cases(name))} cases")
 
 
 @zoo_app.command("list")
+@user_errors
 def list_cases() -> None:
     """List the built cases in the cache (visible metadata only)."""
+    import eis.zoo
+
+    load_plugins()  # cases of kinds added by plugins open only once their kind is registered
     table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
     for case in eis.zoo.list_built():
         table.add_row(
@@ -130,8 +147,10 @@ def show(
     out: Path = typer.Option(None, "--out", help="Where to write the PNG grid (default: ./<case>.png)."),
 ) -> None:
     """Show a case's spec and measured bars, and write a PNG grid of clean vs triggered inputs with masks."""
+    import eis.zoo
     from eis.zoo.show import render_grid
 
+    load_plugins()
     c = eis.zoo.load(case)
     truth = c.truth()
     if truth.kind == "circuit":  # a compiled transformer: its spec and circuit size, no image grid

@@ -7,7 +7,13 @@ in a few lines, e.g. a folder of PNG/JPEG images with one sub-folder per class::
 
     DATASETS.register("leaves", lambda: image_folder("~/data/leaves", size=32))
 
-after which ``dataset = "leaves"`` works in any suite file.
+after which ``dataset = "leaves"`` works in any suite file. Checking a suite's specs needs the class count
+and image size of each dataset, and their case ids its training defaults; give them up front, and the data
+is built only when a case trains or is scored::
+
+    DATASETS.register("leaves", load_leaves, info=DatasetInfo(num_classes=5, input_shape=(3, 32, 32)))
+
+A dataset registered without ``info`` is built once, on first use, to learn them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,16 +56,95 @@ class ImageData:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
 
-DATASETS: Registry[Callable[[], ImageData]] = Registry("dataset")
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What checking and hashing a spec needs from its dataset, known without building the data: the class
+    count, the input shape (C, H, W) and the training defaults of its cases."""
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+
+    @classmethod
+    def of(cls, data: ImageData) -> DatasetInfo:
+        """The info of built data."""
+        return cls(data.num_classes, data.input_shape, data.epochs, data.batch_size, data.lr)
+
+    def training(self) -> dict[str, Any]:
+        """The training defaults, as ``ImageData`` and ``CaseSpec.training()`` take them."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+
+
+class DatasetRegistry(Registry[Callable[[], ImageData]]):
+    """The dataset factories, each with its :class:`DatasetInfo` where the registrant gave one."""
+
+    def __init__(self) -> None:
+        super().__init__("dataset")
+        self._info: dict[str, DatasetInfo] = {}
+
+    def register(
+        self,
+        name: str,
+        obj: Callable[[], ImageData] | None = None,
+        *,
+        replace: bool = False,
+        info: DatasetInfo | None = None,
+    ) -> Any:
+        """Register factory ``obj`` under ``name`` (without ``obj``: a decorator); ``info`` describes its data
+        (replacing a factory drops the info it had unless a new one is given)."""
+
+        def add(factory: Callable[[], ImageData]) -> Callable[[], ImageData]:
+            Registry.register(self, name, factory, replace=replace)
+            if info is None:
+                self._info.pop(name, None)
+            else:
+                self._info[name] = info
+            return factory
+
+        return add if obj is None else add(obj)
+
+    def unregister(self, name: str) -> None:
+        super().unregister(name)
+        self._info.pop(name, None)
+
+    def declared_info(self, name: str) -> DatasetInfo | None:
+        """The info registered with ``name`` (None where none was given); unknown names are an EisError."""
+        self.get(name)
+        return self._info.get(name)
+
+
+DATASETS = DatasetRegistry()
 
 
 @functools.cache
 def get_dataset(name: str) -> ImageData:
-    """The named dataset, built once per process."""
-    return DATASETS.get(name)()
+    """The named dataset, built once per process (checked against its registered info, if any)."""
+    data = DATASETS.get(name)()
+    declared = DATASETS.declared_info(name)
+    if declared is not None and DatasetInfo.of(data) != declared:
+        raise EisError(f"dataset {name!r} built as {DatasetInfo.of(data)}, but was registered as {declared}")
+    return data
 
 
-@DATASETS.register("digits")
+def dataset_info(name: str) -> DatasetInfo:
+    """Class count, input shape and training defaults of the named dataset: its registered info, without
+    building the data; for a dataset registered without info, those of the data (built once, cached)."""
+    declared = DATASETS.declared_info(name)
+    return declared if declared is not None else DatasetInfo.of(get_dataset(name))
+
+
+DIGITS_INFO = DatasetInfo(num_classes=10, input_shape=(1, 16, 16), epochs=30, batch_size=64, lr=2e-3)
+SHAPES_INFO = DatasetInfo(
+    num_classes=len(SHAPE_NAMES), input_shape=(3, 32, 32), epochs=7, batch_size=32, lr=3e-3
+)
+SCENES_INFO = DatasetInfo(
+    num_classes=len(SCENE_CLASSES), input_shape=(3, SCENE_SIZE, SCENE_SIZE), epochs=10, batch_size=64, lr=3e-3
+)
+
+
+@DATASETS.register("digits", info=DIGITS_INFO)
 def digits() -> ImageData:
     """scikit-learn's bundled 8x8 handwritten digits, upsampled to 16x16 (1,797 real images)."""
     from sklearn.datasets import load_digits
@@ -69,25 +155,26 @@ def digits() -> ImageData:
     y = torch.tensor(bunch.target, dtype=torch.int64)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     tr, te = perm[:1400], perm[1400:]
-    names = tuple(str(d) for d in range(10))
-    return ImageData(x[tr], y[tr], x[te], y[te], names, epochs=30, batch_size=64, lr=2e-3)
+    names = tuple(str(d) for d in range(DIGITS_INFO.num_classes))
+    return ImageData(x[tr], y[tr], x[te], y[te], names, **DIGITS_INFO.training())
 
 
-@DATASETS.register("shapes")
+@DATASETS.register("shapes", info=SHAPES_INFO)
 def shapes() -> ImageData:
     """Procedural 32x32 RGB shapes on varied backgrounds; fixed seeds make the split reproducible."""
-    train_x, train_y = render_shapes(8000, 32, seed=1)
-    test_x, test_y = render_shapes(1000, 32, seed=2)
-    return ImageData(train_x, train_y, test_x, test_y, tuple(SHAPE_NAMES), epochs=7, batch_size=32, lr=3e-3)
+    size = SHAPES_INFO.input_shape[-1]
+    train_x, train_y = render_shapes(8000, size, seed=1)
+    test_x, test_y = render_shapes(1000, size, seed=2)
+    return ImageData(train_x, train_y, test_x, test_y, tuple(SHAPE_NAMES), **SHAPES_INFO.training())
 
 
-@DATASETS.register("scenes")
+@DATASETS.register("scenes", info=SCENES_INFO)
 def scenes() -> ImageData:
     """Procedural 48x48 RGB cluttered scenes (textured backgrounds, 2-5 small distractor objects); the
     label is the shape of the one large object (:mod:`eis.zoo.scenes`)."""
     train_x, train_y = render_scenes(8000, SCENE_SIZE, seed=11)
     test_x, test_y = render_scenes(1000, SCENE_SIZE, seed=12)
-    return ImageData(train_x, train_y, test_x, test_y, SCENE_CLASSES, epochs=10, batch_size=64, lr=3e-3)
+    return ImageData(train_x, train_y, test_x, test_y, SCENE_CLASSES, **SCENES_INFO.training())
 
 
 def image_folder(

@@ -194,10 +194,10 @@ def _registering_modules(specs: Sequence[Spec]) -> list[str]:
 
 def _init(progress: Any, modules: Sequence[str], env: dict[str, str], parent: int) -> None:
     """Worker start-up: exit when the parent does, the parent's environment, one torch thread, the
-    progress queue, the modules that register names, and the plugins (``$EIS_PLUGINS``)."""
+    progress queue, the modules that register names, and the plugins (entry points and ``$EIS_PLUGINS``)."""
     import importlib
 
-    from eis.runner.plugins import load_plugins
+    from eis.plugins import load_plugins
 
     global _QUEUE
     exit_with(parent)
@@ -268,7 +268,7 @@ def _build_remote(
     spec: Spec, force: bool, env: dict[str, str]
 ) -> tuple[str, dict[str, bytes] | None, list[BarMiss]]:
     """A Ray task: build one case where it runs; return its packed artifact, or the bars it missed."""
-    from eis.runner.plugins import load_plugins
+    from eis.plugins import load_plugins
 
     adopt_environment(env, prefix="EIS_")
     one_thread()

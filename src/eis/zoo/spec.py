@@ -13,7 +13,7 @@ from typing import Any
 
 from eis.errors import EisError
 from eis.zoo.archs import ARCHS
-from eis.zoo.datasets import DATASETS, get_dataset
+from eis.zoo.datasets import DATASETS, dataset_info
 from eis.zoo.flaws import make_flaw
 from eis.zoo.recipe import RECIPE_FIELDS, check_recipe
 
@@ -90,16 +90,15 @@ class CaseSpec:
             raise EisError(f"case {self.name!r}: seed must be an integer, got {self.seed!r}")
         try:
             flaw = make_flaw(self.flaw)
-            data = get_dataset(self.dataset)
-            flaw.check(data.num_classes, *data.input_shape[:2])
+            info = dataset_info(self.dataset)  # registered metadata: the data is not built
+            flaw.check(info.num_classes, *info.input_shape[:2])
         except EisError as exc:
             raise EisError(f"case {self.name!r}: {exc}") from None
         return dataclasses.replace(self, flaw=flaw.params())
 
     def training(self) -> dict[str, Any]:
         """Training settings: the dataset's defaults overridden by this spec's ``train`` table."""
-        data = get_dataset(self.dataset)
-        return {"epochs": data.epochs, "batch_size": data.batch_size, "lr": data.lr, **self.train}
+        return {**dataset_info(self.dataset).training(), **self.train}
 
     def bar(self, name: str) -> float:
         return float(self.bars.get(name, DEFAULT_BARS[name]))

@@ -55,8 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from eis.errors import EisError
+from eis.plugins import load_entry_points
 from eis.zoo import triggers
-from eis.zoo.datasets import get_dataset
+from eis.zoo.datasets import dataset_info
 from eis.zoo.flaws import CORNERS, FLAWS
 from eis.zoo.kinds import RESERVED_TABLES, Spec, table_kinds
 from eis.zoo.spec import CaseSpec
@@ -104,7 +105,9 @@ def suite_path(suite: str) -> Path:
 def load_suite(suite: str) -> list[Spec]:
     """The validated case specs of a suite (populations expanded): table by table, in the order the case
     kinds are registered (image cases, image populations, circuits, rules, then kinds added outside eis),
-    each table in file order."""
+    each table in file order. The installed plugins (entry points) are imported first: their datasets,
+    architectures, flaws and case kinds may appear in the file."""
+    load_entry_points()
     path = suite_path(suite)
     try:
         doc = tomllib.loads(path.read_text())
@@ -190,7 +193,7 @@ def population_entries(entry: dict[str, Any], where: str) -> list[CaseSpec]:
         raise EisError(f"{where}: population {name!r} needs clean >= 0, flawed >= 0 and at least one model")
     seed = int(entry.get("seed", 0))
     rng = random.Random(seed)
-    num_classes = get_dataset(entry["dataset"]).num_classes
+    num_classes = dataset_info(entry["dataset"]).num_classes
     archs = _archs(where, name, entry["arch"])
     flaws = [({"kind": "clean"}, archs[i % len(archs)]) for i in range(n_clean)] + [
         (random_flaw(kinds[i % len(kinds)], rng, num_classes), archs[i // len(kinds) % len(archs)])
