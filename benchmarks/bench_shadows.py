@@ -63,8 +63,8 @@ def main() -> None:
     data = (s["x"][:n], s["y"][:n], s["hx"], s["hy"])
     arch = UserArch.of(s["factory"], s["kwargs"])
     params = sum(p.numel() for p in arch.build().parameters())
-    r = {**s["recipe"], **({"epochs": args.epochs} if args.epochs else {})}
-    recipe = ShadowRecipe(shadows=args.shadows, kinds=("patch",), asr_bar=0.5, **r)
+    r = {**s["recipe"], "kinds": ("patch",), **({"epochs": args.epochs} if args.epochs else {})}
+    recipe = ShadowRecipe(shadows=args.shadows, asr_bar=0.5, **r)
     results = {}
     for workers in (1, 2):
         secs, built = build_seconds(arch, data, recipe, workers)

@@ -46,6 +46,9 @@ def test_custom_circuit_method_example(fresh_home, monkeypatch):
 
 def test_shadow_audit_example(tmp_path, monkeypatch):
     monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
+    # the shadows register the example's architecture and data; keep the registries as other tests expect
+    monkeypatch.setattr(DATASETS, "_items", dict(DATASETS._items))
+    monkeypatch.setattr(ARCHS, "_items", dict(ARCHS._items))
     spec = importlib.util.spec_from_file_location("shadow_example", EXAMPLES / "shadow_audit.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -25,6 +25,8 @@ from eis.errors import EisError
 from eis.health import check_model
 from eis.shadows import ShadowRecipe, UserArch, calibrate_shadows, p_value
 from eis.usermodel import save_weights
+from eis.zoo.archs import ARCHS
+from eis.zoo.datasets import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORY = f"{ROOT / 'examples' / 'audit_your_model.py'}:make"
@@ -58,10 +60,13 @@ def user(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """An EIS_HOME of this module's own (the shadows and their cache live there)."""
+    """An EIS_HOME of this module's own (the shadows and their cache live there); the architectures and
+    data sets the shadows register are forgotten afterwards (other tests list the registries)."""
     mp = pytest.MonkeyPatch()
     path = tmp_path_factory.mktemp("shadow-home")
     mp.setenv("EIS_HOME", str(path))
+    mp.setattr(ARCHS, "_items", dict(ARCHS._items))
+    mp.setattr(DATASETS, "_items", dict(DATASETS._items))
     yield path
     mp.undo()
 
@@ -145,7 +150,7 @@ def test_the_cli_audits_with_shadows_and_a_saved_table_is_reused(run, user, tmp_
     assert {d["name"]: d["status"] for d in js["detectors"]}["mntd"] == "ok"
 
 
-def test_bad_input_is_one_line_and_the_audit_goes_on_with_the_zoo_records(user, tmp_path):
+def test_bad_input_is_one_line_and_the_audit_goes_on_with_the_zoo_records(user, home, tmp_path):
     np.savez(tmp_path / "rgb.npz", x=np.zeros((200, 3, 12, 12), np.float32), y=np.zeros(200, np.int64))
     np.savez(tmp_path / "few.npz", x=user.train_x[:30].numpy(), y=user.train_y[:30].numpy())
     base = ["audit", str(user.dir / "model.safetensors"), "--arch", FACTORY, "--data",
@@ -196,7 +201,9 @@ def fit(model, dataset):
 """
 
 
-def test_the_users_training_function_gets_poisoned_data_for_flawed_shadows_only(user, tmp_path, monkeypatch):
+def test_the_users_training_function_gets_poisoned_data_for_flawed_shadows_only(
+    user, home, tmp_path, monkeypatch
+):
     monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
     log = tmp_path / "calls.jsonl"
     (tmp_path / "trainer.py").write_text(TRAINER.format(log=str(log), fail=False))
@@ -218,7 +225,7 @@ def test_the_users_training_function_gets_poisoned_data_for_flawed_shadows_only(
 
 
 @pytest.mark.slow
-def test_ray_on_a_local_cluster_gives_the_records_of_the_pool(run, user, tmp_path, monkeypatch):
+def test_ray_on_a_local_cluster_gives_the_records_of_the_pool(run, user, home, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
