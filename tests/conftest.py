@@ -36,3 +36,13 @@ def fresh_home(tmp_path, monkeypatch):
     """An empty EIS_HOME for tests that must train or corrupt artifacts themselves."""
     monkeypatch.setenv("EIS_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+# Hypothesis (tests/test_fuzz_*.py): a fixed seed and no example database in CI, so every run tries the same
+# inputs; per-test example counts are fixed in the tests. HYPOTHESIS_PROFILE=explore draws fresh inputs.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, suppress_health_check=_OK)
+settings.register_profile("explore", deadline=None, database=None, suppress_health_check=_OK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

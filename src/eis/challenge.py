@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -115,27 +116,70 @@ def new_challenge(seed: int, out: str | Path, family: str | None = None, p: int 
 def _hints(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "challenge.json"
     try:
-        return json.loads(path.read_text())
+        hints = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise EisError(f"{str(folder)!r} is not a challenge folder (no readable challenge.json)") from None
+        hints = None
+    if not isinstance(hints, dict):
+        raise EisError(f"{str(folder)!r} is not a challenge folder (no readable challenge.json)")
+    return hints
+
+
+def _is_int(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
 def load_model(folder: str | Path) -> nn.Module:
     """The challenge's network (eval mode, CPU), from DIR alone (safetensors; nothing is unpickled)."""
     hints = _hints(folder)
-    model = new_model(hints["kind"], hints)
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+    kind, where = hints.get("kind"), f"challenge.json in {str(folder)!r}"
+    if kind == "image":
+        shape = hints.get("input_shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1, 512) for v in shape)):
+            raise EisError(f"{where}: input_shape must be [C, H, W], integers in 1..512; got {shape!r}")
+    elif kind == "token":
+        if not _is_int(hints.get("p"), 11, 127):
+            raise EisError(f"{where}: p must be an integer in 11..127; got {hints.get('p')!r}")
+    else:
+        raise EisError(f"{where}: kind must be 'image' or 'token'; got {kind!r}")
+    try:
+        model = new_model(kind, hints)
+    except Exception as exc:  # a shape the architecture cannot take
+        raise EisError(
+            f"{where} describes no network eis builds: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
+    path = Path(folder) / "model.safetensors"
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise EisError(f"{str(path)!r} is not a readable safetensors file: {_one_line(exc)}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing or unexpected keys, other shapes
+        raise EisError(
+            f"{str(path)!r} does not fit the network {where} describes: {_one_line(exc)}"
+        ) from None
     return model.eval()
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _case(hints: dict[str, Any]) -> RuleCase:
-    root = artifact.zoo_dir() / str(hints.get("case_id", ""))
+    case_id = hints.get("case_id", "")
+    root = artifact.case_dir(case_id)  # a one-line EisError for an id that is not a plain name
     if not root.is_dir():
         raise EisError(
-            f"the sealed rule of challenge {hints.get('case_id')!r} is not in this machine's eis cache; "
+            f"the sealed rule of challenge {case_id!r} is not in this machine's eis cache; "
             "score where `eis challenge new` made it, or run it here with the same --seed"
         )
-    return RuleCase(root)
+    case = RuleCase(root)
+    if case.meta.get("kind") != "rule":
+        raise EisError(
+            f"case {case_id!r} in the eis cache is not a rule case, so not a challenge's sealed rule"
+        )
+    return case
 
 
 def run_rule_file(
@@ -149,17 +193,27 @@ def run_rule_file(
     with tempfile.TemporaryDirectory(prefix="eis-challenge-") as tmp:
         src, dst = Path(tmp) / "inputs.safetensors", Path(tmp) / "labels.safetensors"
         save_file({k: v.contiguous() for k, v in inputs.items()}, str(src))
-        try:
+        try:  # errors="replace": the rule's own output may be any bytes
             proc = subprocess.run(
                 [sys.executable, "-c", _RUNNER, str(rule_file.resolve()), str(src), str(dst)],
-                capture_output=True, text=True, timeout=timeout, cwd=rule_file.resolve().parent,
+                capture_output=True, text=True, errors="replace", timeout=timeout,
+                cwd=rule_file.resolve().parent,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
-            raise EisError(f"{rule_file.name} ran past the {timeout:g} s time limit (--timeout)") from None
+            raise EisError(f"{rule_file.name!r} ran past the {timeout:g} s time limit (--timeout)") from None
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise EisError(f"{rule_file.name} failed: {last}")
-        return {k: v.bool() for k, v in load_file(str(dst)).items()}
+            raise EisError(f"{rule_file.name!r} failed: {last}")
+        try:
+            labels = load_file(str(dst))
+        except (SafetensorError, OSError):
+            labels = {}
+        if set(labels) != set(inputs) or any(labels[k].shape != (len(v),) for k, v in inputs.items()):
+            raise EisError(
+                f"{rule_file.name!r} exited without its labels (did it call sys.exit or os._exit, or write "
+                "to the runner's files?); define label(x) and let the file run to its end"
+            )
+        return {k: labels[k].bool() for k in inputs}
 
 
 def score_submission(

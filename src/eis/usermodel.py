@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from torch import nn
 
 from eis.errors import EisError
 
+MAX_SIZE = 4096  # --size: pixels per side (a typo such as 22400 would ask for gigabytes per image)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SAFE_FORMS = (
     "safe forms: .safetensors weights + --arch package.module:function (or path/to/file.py:function), "
@@ -58,10 +60,17 @@ def load_model(
     if path.suffix == ".safetensors":
         if not arch:
             raise EisError(
-                f"{path.name} holds weights only; name the architecture with --arch "
+                f"{path.name!r} holds weights only; name the architecture with --arch "
                 "package.module:function or path/to/file.py:function"
             )
-        model = load_factory(arch)(**(arch_kwargs or {}))
+        factory = load_factory(arch)
+        try:
+            model = factory(**(arch_kwargs or {}))
+        except (Exception, SystemExit) as exc:  # the user's factory may raise anything on its arguments
+            raise EisError(
+                f"factory {arch!r} failed on --arch-kwargs {arch_kwargs or {}}: {type(exc).__name__}: "
+                f"{_first_line(exc)}"
+            ) from None
         if not isinstance(model, nn.Module):
             raise EisError(f"factory {arch!r} returned {type(model).__name__}, expected a torch.nn.Module")
         _load_weights(model, path, arch)
@@ -70,8 +79,10 @@ def load_model(
     elif _is_torchscript(path):
         try:
             model = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as exc:
-            raise EisError(f"{path.name} is not a readable TorchScript archive: {_first_line(exc)}") from None
+        except Exception as exc:  # a damaged archive: torch raises several types
+            raise EisError(
+                f"{path.name!r} is not a readable TorchScript archive: {_first_line(exc)}"
+            ) from None
     else:
         model = _load_pickle(path, arch, trust_pickle)
     return model.to(dev).eval()
@@ -87,7 +98,7 @@ def load_factory(spec: str) -> Any:
     else:
         try:
             module = importlib.import_module(mod_name)
-        except ImportError as exc:
+        except (Exception, SystemExit) as exc:  # not found, a relative name like ".", or its code failed
             raise EisError(
                 f"cannot import module {mod_name!r} for --arch ({_first_line(exc)}); "
                 "give package.module:function on the Python path or path/to/file.py:function"
@@ -133,7 +144,7 @@ def _import_file(file: Path) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code failed on import: say where, in one line
+    except (Exception, SystemExit) as exc:  # the user's code failed on import: say where, in one line
         sys.modules.pop(name, None)
         raise EisError(f"importing {str(file)!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
     return module
@@ -146,20 +157,20 @@ def _load_weights(model: nn.Module, path: Path, arch: str) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise EisError(f"{path.name} is not a readable safetensors file: {_first_line(exc)}") from None
+        raise EisError(f"{path.name!r} is not a readable safetensors file: {_first_line(exc)}") from None
     want = model.state_dict()
     missing = sorted(set(want) - set(state))
     unexpected = sorted(set(state) - set(want))
     if missing or unexpected:
         raise EisError(
-            f"weights in {path.name} do not fit {arch!r}: missing keys {_few(missing)}, "
+            f"weights in {path.name!r} do not fit {arch!r}: missing keys {_few(missing)}, "
             f"unexpected keys {_few(unexpected)}"
         )
     bad = [k for k in want if tuple(want[k].shape) != tuple(state[k].shape)]
     if bad:
         k = bad[0]
         raise EisError(
-            f"weights in {path.name} do not fit {arch!r}: {len(bad)} shape mismatch(es), e.g. {k!r} is "
+            f"weights in {path.name!r} do not fit {arch!r}: {len(bad)} shape mismatch(es), e.g. {k!r} is "
             f"{tuple(state[k].shape)} in the file but {tuple(want[k].shape)} in the model"
         )
     model.load_state_dict(state)
@@ -168,7 +179,7 @@ def _load_weights(model: nn.Module, path: Path, arch: str) -> None:
 def _few(keys: Sequence[str], n: int = 5) -> str:
     if not keys:
         return "(none)"
-    shown = ", ".join(keys[:n])
+    shown = ", ".join(map(repr, keys[:n]))
     return f"[{shown}{', ...' if len(keys) > n else ''}] ({len(keys)})"
 
 
@@ -176,23 +187,47 @@ def _is_torchscript(path: Path) -> bool:
     """TorchScript zips hold ``<name>/code/`` and ``constants.pkl``; torch.save zips do not."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:  # its end record reads, its directory does not
+        raise EisError(
+            f"{path.name!r} is a damaged zip archive ({_first_line(exc)}); expected a TorchScript archive "
+            "or, with --trust-pickle, a torch.save file"
+        ) from None
     return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
 
 
+class _Kept(logging.Handler):
+    """Keeps log records instead of printing them (torch.export logs a traceback before it raises)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _load_exported(path: Path) -> nn.Module:
+    log, kept = logging.getLogger("torch.export"), _Kept()
+    handlers, propagate = log.handlers[:], log.propagate
+    log.handlers, log.propagate = [kept], False  # torch gives this logger its own stderr handler
     try:
-        program = torch.export.load(str(path))
+        return torch.export.load(str(path)).module()
     except Exception as exc:  # torch raises several types for a malformed archive
-        raise EisError(f"{path.name} is not a readable torch.export program: {_first_line(exc)}") from None
-    return program.module()
+        cause = next((r.exc_info[1] for r in kept.records if r.exc_info and r.exc_info[1]), exc)
+        raise EisError(
+            f"{path.name!r} is not a readable torch.export program: {_first_line(cause)}"
+        ) from None
+    finally:
+        log.handlers, log.propagate = handlers, propagate
 
 
 def _load_pickle(path: Path, arch: str | None, trust_pickle: bool) -> nn.Module:
     if not trust_pickle:
         raise EisError(
-            f"{path.name} is not safetensors, TorchScript or .pt2; loading it as a pickle could run "
+            f"{path.name!r} is not safetensors, TorchScript or .pt2; loading it as a pickle could run "
             f"arbitrary code, so pass --trust-pickle if you trust its source ({SAFE_FORMS})"
         )
     if arch:  # make the user's classes importable by the unpickler
@@ -205,12 +240,12 @@ def _load_pickle(path: Path, arch: str | None, trust_pickle: bool) -> nn.Module:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling raises whatever the pickled code raises
         raise EisError(
-            f"unpickling {path.name} failed: {type(exc).__name__}: {_first_line(exc)} "
+            f"unpickling {path.name!r} failed: {type(exc).__name__}: {_first_line(exc)} "
             "(pass --arch naming the module that defines the model's class)"
         ) from None
     if not isinstance(obj, nn.Module):
         raise EisError(
-            f"{path.name} holds a {type(obj).__name__}, not a model; save a state dict as .safetensors "
+            f"{path.name!r} holds a {type(obj).__name__}, not a model; save a state dict as .safetensors "
             "and name the architecture with --arch"
         )
     return obj
@@ -228,6 +263,10 @@ def load_examples(
     ``size`` x ``size`` (bilinear), otherwise every image must already have one size.
     """
     path = Path(path).expanduser()
+    if size is not None and (
+        not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE
+    ):
+        raise EisError(f"size must be a number of pixels per side in 1..{MAX_SIZE}; got {size!r}")
     if path.is_dir():
         x, y, names = _read_folder(path, size)
     elif path.is_file() and path.suffix in (".safetensors", ".npz"):
@@ -249,28 +288,39 @@ def load_examples(
 def _read_folder(root: Path, size: int | None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     from PIL import Image
 
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if subdirs:
-        if all(p.name.isdigit() for p in subdirs):
-            label_of = {p.name: int(p.name) for p in subdirs}
+    try:
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if subdirs:
+            if all(p.name.isdecimal() for p in subdirs):  # isdigit() also holds for "²", which int() refuses
+                label_of = {p.name: int(p.name) for p in subdirs}
+            else:
+                label_of = {p.name: k for k, p in enumerate(subdirs)}
+            files = [(f, label_of[d.name]) for d in subdirs for f in sorted(d.iterdir()) if _is_image(f)]
         else:
-            label_of = {p.name: k for k, p in enumerate(subdirs)}
-        files = [(f, label_of[d.name]) for d in subdirs for f in sorted(d.iterdir()) if _is_image(f)]
-    else:
-        files = [(f, -1) for f in sorted(root.iterdir()) if _is_image(f)]
+            files = [(f, -1) for f in sorted(root.iterdir()) if _is_image(f)]
+    except OSError as exc:
+        raise EisError(f"cannot list image folder {str(root)!r}: {_first_line(exc)}") from None
     if not files:
         raise EisError(
             f"image folder {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); expected "
             "root/<class>/<image> or root/<image>"
         )
-    images = [Image.open(f) for f, _ in files]
+    if subdirs and max(lab for _, lab in files) >= 2**31:
+        raise EisError(
+            f"class folder {max(label_of, key=lambda k: label_of[k])!r} in {str(root)!r} is not a class "
+            "index; integer folder names must be class indices 0..2**31-1"
+        )
+    images = [_open_image(f, root) for f, _ in files]
     gray = all(im.mode in ("1", "L", "I", "I;16", "F") for im in images)
     arrays = []
-    for im in images:
-        im = im.convert("L" if gray else "RGB")
-        if size is not None:
-            im = im.resize((size, size), Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.float32) / 255.0
+    for (f, _), im in zip(files, images, strict=True):
+        try:
+            im = im.convert("L" if gray else "RGB")
+            if size is not None:
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            a = np.asarray(im, dtype=np.float32) / 255.0
+        except Exception as exc:  # Pillow raises several types for a file it cannot convert
+            raise _unreadable(f, root, exc) from None
         arrays.append(a[None] if gray else a.transpose(2, 0, 1))
     shapes = sorted({a.shape for a in arrays})
     if len(shapes) > 1:
@@ -283,18 +333,45 @@ def _read_folder(root: Path, size: int | None) -> tuple[torch.Tensor, torch.Tens
     return x, y, names
 
 
+def _open_image(f: Path, root: Path) -> Any:
+    """The decoded image in ``f`` (file closed again); one-line EisError when it is not a readable image."""
+    from PIL import Image
+
+    try:
+        with Image.open(f) as im:
+            im.load()
+            return im
+    except Exception as exc:  # empty, truncated, not an image, unreadable: Pillow raises several types
+        raise _unreadable(f, root, exc) from None
+
+
+def _unreadable(f: Path, root: Path, exc: BaseException) -> EisError:
+    return EisError(
+        f"{str(f.relative_to(root))!r} in image folder {str(root)!r} is not a readable image "
+        f"({type(exc).__name__}: {_first_line(exc)}); remove it or replace it with a PNG, JPEG, ... file"
+    )
+
+
 def _is_image(f: Path) -> bool:
     return f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _read_array_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    name = repr(path.name)
     if path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as z:
+            loaded = np.load(path, allow_pickle=False)
+        except Exception as exc:  # not a zip, truncated, pickled: numpy and zipfile raise several types
+            raise EisError(f"{name} is not a readable .npz of plain arrays: {_first_line(exc)}") from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise EisError(f"{name} holds one bare array, not named ones; write np.savez(path, x=x, y=y)")
+        try:
+            with loaded as z:
                 arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
-        except (ValueError, OSError) as exc:
+        except Exception as exc:  # a corrupt member, or one torch cannot hold (strings, dates, objects)
             raise EisError(
-                f"{path.name} is not a readable .npz of plain arrays: {_first_line(exc)}"
+                f"{name} is not a readable .npz of plain numeric arrays: {type(exc).__name__}: "
+                f"{_first_line(exc)}"
             ) from None
     else:
         from safetensors import SafetensorError
@@ -303,25 +380,34 @@ def _read_array_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         try:
             arrays = load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise EisError(f"{path.name} is not a readable safetensors file: {_first_line(exc)}") from None
+            raise EisError(f"{name} is not a readable safetensors file: {_first_line(exc)}") from None
     if "x" not in arrays:
-        raise EisError(f"{path.name} has no array 'x'; found {sorted(arrays)}; expected x (N, C, H, W) and y")
+        raise EisError(f"{name} has no array 'x'; found {sorted(arrays)}; expected x (N, C, H, W) and y")
     x = arrays["x"]
-    if x.ndim != 4 or x.shape[0] == 0:
-        raise EisError(f"x in {path.name} is shaped {tuple(x.shape)}; expected (N, C, H, W) with N > 0")
+    if x.ndim != 4 or min(x.shape) == 0:
+        raise EisError(f"x in {name} is shaped {tuple(x.shape)}; expected (N, C, H, W), none of them 0")
+    if x.is_complex() or not (x.is_floating_point() or x.dtype in _INTEGER_DTYPES):
+        raise EisError(f"x in {name} is {x.dtype}; expected real numbers in [0, 1] (float, int, bool), uint8")
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     if not torch.isfinite(x).all() or float(x.min()) < 0 or float(x.max()) > 1:
-        raise EisError(
-            f"x in {path.name} must be images in [0, 1] (or uint8); got [{x.min():.3g}, {x.max():.3g}]"
-        )
+        raise EisError(f"x in {name} must be images in [0, 1] (or uint8); got [{x.min():.3g}, {x.max():.3g}]")
     y = arrays.get("y")
-    if y is not None:
-        if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() and not torch.equal(y, y.round()):
-            raise EisError(
-                f"y in {path.name} must be {x.shape[0]} integer labels; got {tuple(y.shape)} {y.dtype}"
-            )
-        y = y.long()
-    return x, y
+    return x, None if y is None else _labels(y, x.shape[0], name)
+
+
+def _labels(y: torch.Tensor, n: int, name: str) -> torch.Tensor:
+    """``y`` as int64 class labels: n whole numbers in 0..2**31-1 (floats like 3.0 and bools count)."""
+    ok = y.ndim == 1 and y.shape[0] == n and (y.is_floating_point() or y.dtype in _INTEGER_DTYPES)
+    if ok:
+        v = y.double()
+        ok = bool(torch.isfinite(v).all() & (v == v.round()).all() & (v >= 0).all() & (v < 2**31).all())
+    if not ok:
+        raise EisError(f"y in {name} must be {n} whole labels in 0..2**31-1; got {tuple(y.shape)} {y.dtype}")
+    return y.long()
+
+
+_INTEGER_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
+                   torch.uint32, torch.uint64)  # fmt: skip
 
 
 # ------------------------------------------------------------------ glue
@@ -333,9 +419,10 @@ class Normalized(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         m, s = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
-        if m.ndim != 1 or s.shape != m.shape or m.numel() == 0 or bool((s <= 0).any()):
+        ok = m.ndim == 1 and s.shape == m.shape and m.numel() > 0 and bool((s > 0).all())
+        if not ok or not bool(torch.isfinite(m).all() & torch.isfinite(s).all()):
             raise EisError(
-                f"mean and std need one value per channel (std > 0); got {list(mean)}, {list(std)}"
+                f"mean and std need one value per channel (finite, std > 0); got {list(mean)}, {list(std)}"
             )
         self.model = model
         dev = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -46,7 +46,100 @@ def load_calibration(path: str | Path | None = None) -> dict[str, Any]:
         raise EisError(f"cannot read calibration table {str(p)!r}: {exc}") from None
     if not isinstance(table, dict) or table.get("format") != FORMAT:
         raise EisError(f"{str(p)!r} is not an eis calibration table (format {FORMAT}); run `eis calibrate`")
+    _check_table(table, f"calibration table {str(p)!r}")
     return table
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _list_of(test: Any) -> Any:
+    return lambda v: isinstance(v, list) and all(test(x) for x in v)
+
+
+def _real(v: Any) -> bool:  # NaN too: a bootstrap CI of too few models is NaN, and is shown as "–"
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _pair(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(map(_real, v))
+
+
+def _point(v: Any) -> bool:
+    return (
+        isinstance(v, dict) and _pair(v.get("poison_rate")) and _finite(v.get("tpr")) and _count(v.get("n"))
+    )
+
+
+_OBJECT = (lambda v: isinstance(v, dict), "an object")
+_NUMBER = (_finite, "a finite number")
+_NUMBER_OR_NULL = (lambda v: v is None or _finite(v), "a finite number or null")
+_COUNT = (_count, "a count >= 0")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+_NAMES = (_list_of(lambda x: isinstance(x, str)), "a list of strings")
+# what the audit, its sentences and its page read from a table: field -> (test, what is valid)
+_FIELDS: dict[str, dict[str, tuple[Any, str]]] = {
+    "table": {"note": (lambda v: isinstance(v, str), "a string")}
+    | dict.fromkeys(("made_by", "detectors", "attribution", "shadows"), _OBJECT),
+    "made_by": {"suites": _NAMES, "tracks": _NAMES, "shadows": _OBJECT},
+    "detector": dict.fromkeys(("threshold", "tpr", "fpr", "auroc", "input_auroc"), _NUMBER)
+    | dict.fromkeys(("n", "n_trojaned", "n_clean", "tp", "fp", "n_target", "n_input_models"), _COUNT)
+    | dict.fromkeys(("tpr_ci", "fpr_ci", "auroc_ci"), (_pair, "[low, high], two numbers"))
+    | {
+        "target_acc": _NUMBER_OR_NULL,
+        "control": _BOOL,
+        "clean_scores": (_list_of(_finite), "a list of finite numbers"),
+        "strength_curve": (_list_of(_point), "a list of {poison_rate: [low, high], tpr, n}"),
+    },
+    "attribution": {"passes_sanity": _NUMBER, "localize_auroc": _NUMBER, "control": _BOOL},
+    "shadows": dict.fromkeys(("arch", "recipe", "seconds"), _OBJECT)
+    | dict.fromkeys(("min_accuracy", "user_accuracy"), _NUMBER_OR_NULL)
+    | {"missed": (lambda v: isinstance(v, list), "a list")},
+    "recipe": {"kinds": _NAMES},
+}
+# a detector entry with one of these needs the others too (its track-record sentence names them)
+_TOGETHER = {
+    "tpr": ("threshold", "fpr", "n", "n_trojaned", "n_clean", "auroc"),
+    "input_auroc": ("n_input_models",),
+}
+
+
+def _check_table(table: dict[str, Any], where: str) -> None:
+    """One-line errors for a table whose fields the audit or its page could not use."""
+    _check_fields(table, "table", where, "")
+    made_by = table.get("made_by", {})
+    _check_fields(made_by, "made_by", where, "made_by.")
+    for prefix, holder in (("", table), ("made_by.", made_by)):  # the audit's page reads either
+        shadows = holder.get("shadows", {})
+        _check_fields(shadows, "shadows", where, f"{prefix}shadows.")
+        _check_fields(shadows.get("recipe", {}), "recipe", where, f"{prefix}shadows.recipe.")
+        for key, value in shadows.get("seconds", {}).items():
+            if not _NUMBER_OR_NULL[0](value):
+                raise EisError(f"{where}: {prefix}shadows.seconds.{key!r} must be a finite number or null")
+    for section, kind in (("detectors", "detector"), ("attribution", "attribution")):
+        for name, entry in table.get(section, {}).items():
+            if not isinstance(entry, dict):
+                raise EisError(f"{where}: {section}.{name!r} must be an object; run `eis calibrate` again")
+            _check_fields(entry, kind, where, f"{section}.{name!r}.")
+            for key, needs in _TOGETHER.items():
+                missing = [k for k in needs if k not in entry]
+                if key in entry and missing:
+                    raise EisError(
+                        f"{where}: {section}.{name!r} has {key} but no {missing[0]}; run `eis calibrate`"
+                    )
+
+
+def _check_fields(obj: dict[str, Any], kind: str, where: str, prefix: str) -> None:
+    for key, (test, what) in _FIELDS[kind].items():
+        if key in obj and not test(obj[key]):
+            shown = repr(obj[key])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise EisError(f"{where}: {prefix}{key} must be {what}, got {shown}; run `eis calibrate` again")
 
 
 def build_calibration(records: list[dict[str, Any]], *, suites: list[str], note: str = "") -> dict[str, Any]:

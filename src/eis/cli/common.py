@@ -65,10 +65,11 @@ def json_object(text: str | None, what: str) -> dict | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: brackets nested thousands deep
         value = None
     if not isinstance(value, dict):
-        raise EisError(f"{what} must be a JSON object; got {text!r}")
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise EisError(f"{what} must be a JSON object; got {shown!r}")
     return value
 
 

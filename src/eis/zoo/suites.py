@@ -71,6 +71,7 @@ POPULATION_FIELDS = {
 # drawn log-uniformly, integers uniformly, from [low, high].
 VARY_FIELDS = {"lr": float, "epochs": int, "batch_size": int}
 ROLES = ("eval", "train")
+MAX_MEMBERS = 10_000  # clean or flawed models in one population
 # natural triggers drawn for populations: shapes that stay recognisable at a few pixels (thin ones such
 # as rings, crescents and diamonds made too many random draws miss the attack-success bar on digits)
 COMPACT_SHAPES = ("star", "heart", "cross", "circle", "square", "triangle")
@@ -110,19 +111,25 @@ def load_suite(suite: str) -> list[Spec]:
     load_entry_points()
     path = suite_path(suite)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise EisError(f"suite {suite!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise EisError(f"suite {suite!r} is not UTF-8 text, as TOML must be: {exc}") from None
+    except OSError as exc:
+        raise EisError(f"cannot read suite {suite!r}: {exc.strerror or type(exc).__name__}") from None
     tables = table_kinds()
     valid = [*RESERVED_TABLES, *tables]
     bad = sorted(set(doc) - set(valid))
     if bad:
         raise EisError(f"suite {suite!r}: unknown top-level key {bad[0]!r}; valid: {', '.join(valid)}")
     defaults, where = doc.get("defaults", {}), f"suite {suite!r}"
+    if not isinstance(defaults, dict):
+        raise EisError(f'{where}: defaults must be a table of fields every case inherits, like arch = "cnn"')
     specs: list[Spec] = []
     for table, kind in tables.items():
         entries = doc.get(table, [])
-        if not isinstance(entries, list):
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise EisError(f"{where}: {table!r} must be an array of tables, written [[{table}]]")
         for entry in entries:  # kinds other than image take no [defaults] (they are image fields)
             if isinstance(entry, dict) and "name" in entry:
@@ -161,6 +168,41 @@ def _require(where: str, entry: dict[str, Any], fields: set[str], what: str) -> 
     for key in ("name", "dataset", "arch"):
         if key not in entry:
             raise EisError(f"{where}: a {what} is missing the field {key!r}")
+    _check_types(
+        f"{where}: {what} {entry['name']!r}", entry, ("dataset", "arch") if what == "case" else ("dataset",)
+    )
+
+
+def _check_types(where: str, entry: dict[str, Any], names: tuple[str, ...]) -> None:
+    """One-line errors for fields of the wrong type or range in an image case or population entry."""
+    for key in names:
+        if not isinstance(entry[key], str):
+            raise EisError(f"{where}: field {key!r} must be a name (a string), got {entry[key]!r}")
+    if "seed" in entry and not _is_int(entry["seed"]):
+        raise EisError(f"{where}: field 'seed' must be an integer, got {entry['seed']!r}")
+    train = entry.get("train", {})
+    if not isinstance(train, dict):
+        raise EisError(
+            f"{where}: field 'train' must be a table like {{epochs = 20, lr = 0.001}}, got {train!r}"
+        )
+    for key in ("epochs", "batch_size"):
+        if key in train and not (_is_int(train[key]) and train[key] >= 1):
+            raise EisError(f"{where}: train.{key} must be an integer >= 1, got {train[key]!r}")
+    if "lr" in train and not (_is_number(train["lr"]) and 0 < train["lr"] < math.inf):
+        raise EisError(f"{where}: train.lr must be a number > 0, got {train['lr']!r}")
+    bars = entry.get("bars", {})
+    if not isinstance(bars, dict) or not all(_is_number(v) and 0 <= v <= 1 for v in bars.values()):
+        raise EisError(
+            f"{where}: field 'bars' must be a table of numbers in [0, 1] like {{asr = 0.9}}, got {bars!r}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def case_entry(entry: dict[str, Any], where: str) -> CaseSpec:
@@ -172,7 +214,37 @@ def case_entry(entry: dict[str, Any], where: str) -> CaseSpec:
             f"{where}: case {entry['name']!r} field 'flaw' must be a table like {{kind = \"patch\"}}"
         )
     entry.setdefault("flaw", {"kind": "clean"})
+    _check_flaw_types(f"{where}: case {entry['name']!r}", entry["flaw"])
     return CaseSpec(**entry).validated()
+
+
+# flaw fields by their annotation: (test, what is valid); the flaws' own checks then test the ranges
+FLAW_FIELD_TYPES = {
+    "int": (lambda v: _is_int(v), "an integer"),
+    "int | None": (lambda v: _is_int(v), "an integer"),
+    "float": (lambda v: _is_number(v), "a number"),
+    "str": (lambda v: isinstance(v, str), "a name (a string)"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "list[int] | None": (lambda v: isinstance(v, list) and all(map(_is_int, v)), "a list of integers"),
+    "tuple[float, float, float]": (
+        lambda v: isinstance(v, list) and all(map(_is_number, v)),
+        "a list of numbers",
+    ),
+}
+
+
+def _check_flaw_types(where: str, flaw: dict[str, Any]) -> None:
+    """One-line errors for a flaw table whose kind is not a name or whose fields have the wrong type."""
+    import dataclasses
+
+    kind = flaw.get("kind")
+    if not isinstance(kind, str) or kind not in FLAWS:
+        raise EisError(f"{where}: flaw kind {kind!r} is not valid; valid: {', '.join(FLAWS.names())}")
+    types = {f.name: str(f.type) for f in dataclasses.fields(FLAWS.get(kind))}
+    for key, value in flaw.items():
+        test, what = FLAW_FIELD_TYPES.get(types.get(key, ""), (lambda v: True, ""))
+        if not test(value):
+            raise EisError(f"{where}: flaw field {key!r} must be {what}, got {value!r}")
 
 
 def population_entries(entry: dict[str, Any], where: str) -> list[CaseSpec]:
@@ -182,16 +254,28 @@ def population_entries(entry: dict[str, Any], where: str) -> list[CaseSpec]:
     if role not in ROLES:
         raise EisError(f"{where}: population {name!r} role {role!r} is not valid; valid: {', '.join(ROLES)}")
     kinds = entry.get("flaws", ["patch", "blend"])
+    if not isinstance(kinds, list) or not kinds:
+        raise EisError(f'{where}: population {name!r} flaws must be a non-empty list like ["patch", "blend"]')
     for kind in kinds:
-        if kind not in FLAWS or kind in ("clean", "label_permutation"):
+        if not isinstance(kind, str) or kind not in FLAWS or kind in ("clean", "label_permutation"):
             raise EisError(
                 f"{where}: population {name!r} flaw {kind!r} is not valid; valid: "
                 f"{', '.join(k for k in FLAWS.names() if k not in ('clean', 'label_permutation'))}"
             )
-    n_clean, n_flawed = int(entry.get("clean", 0)), int(entry.get("flawed", 0))
-    if n_clean < 0 or n_flawed < 0 or n_clean + n_flawed == 0:
+    n_clean, n_flawed = entry.get("clean", 0), entry.get("flawed", 0)
+    if not (
+        _is_int(n_clean)
+        and _is_int(n_flawed)
+        and 0 <= n_clean <= MAX_MEMBERS
+        and 0 <= n_flawed <= MAX_MEMBERS
+    ):
+        raise EisError(
+            f"{where}: population {name!r} clean and flawed must be integers in [0, {MAX_MEMBERS}], got "
+            f"{n_clean!r} and {n_flawed!r}"
+        )
+    if n_clean + n_flawed == 0:
         raise EisError(f"{where}: population {name!r} needs clean >= 0, flawed >= 0 and at least one model")
-    seed = int(entry.get("seed", 0))
+    seed = entry.get("seed", 0)
     rng = random.Random(seed)
     num_classes = dataset_info(entry["dataset"]).num_classes
     archs = _archs(where, name, entry["arch"])
@@ -253,9 +337,11 @@ def _vary(suite_where: str, name: str, vary: Any) -> dict[str, tuple[float, floa
     for key, bounds in vary.items():
         if key not in VARY_FIELDS:
             raise EisError(f"{where} has unknown setting {key!r}; valid: {', '.join(sorted(VARY_FIELDS))}")
-        ok = isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
-        if not ok or not 0 < bounds[0] <= bounds[1]:
-            raise EisError(f"{where}.{key} must be [low, high] with 0 < low <= high, got {bounds!r}")
+        number = _is_int if VARY_FIELDS[key] is int else _is_number  # epochs = [0.5, 1] would draw 0 epochs
+        ok = isinstance(bounds, list) and len(bounds) == 2 and all(number(b) for b in bounds)
+        if not ok or not 0 < bounds[0] <= bounds[1] < math.inf:
+            kind = "integers" if VARY_FIELDS[key] is int else "numbers"
+            raise EisError(f"{where}.{key} must be [low, high] with 0 < low <= high, got {bounds!r}; {kind}")
         out[key] = (bounds[0], bounds[1])
     return out
 
