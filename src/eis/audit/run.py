@@ -100,6 +100,7 @@ def audit(
     health = check_model(model, x, y, batch_size=batch_size)
     overrides = settings or {}
     names = list(detectors) if detectors is not None else list_tools("detection")
+    tools = {name: make_tool(name, **overrides.get(name, {})) for name in names}  # bad names: before any work
     if inputs is not None and "strip" not in names:
         raise EisError("screening inputs needs the input-level detector 'strip' among the detectors")
     results: list[DetectorResult] = []
@@ -108,7 +109,7 @@ def audit(
         with _progress(progress) as bar:
             task = bar.add_task("audit: detectors", total=len(names) + 1, current="") if bar else None
             for name in names:
-                tool = make_tool(name, **overrides.get(name, {}))
+                tool = tools[name]
                 if not isinstance(tool, DetectionTool):
                     raise EisError(f"{name!r} is a {tool.family} tool; detectors must be detection tools")
                 if bar:
