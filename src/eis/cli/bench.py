@@ -118,6 +118,7 @@ def print_summary(summary: BenchSummary, shown: int = 10) -> None:
             console.print(
                 f"  {label} {safe(f['track'])} · {safe(f['tool'])} · {safe(f['case'])}: {safe(f['error'])}",
                 highlight=False,
+                soft_wrap=True,  # one line per cell whatever the terminal's width
             )
         if len(cells) > shown:
             console.print(f"  ... and {len(cells) - shown} more (see `eis report`)")
