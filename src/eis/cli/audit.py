@@ -110,7 +110,9 @@ def audit(
     html, js = report.write(out)
     for line in report.summary():  # file names, tools' errors: shown as they are, never as markup
         console.print(safe(line), highlight=False, soft_wrap=True)
-    console.print(f"audit written to {safe(html.resolve())} and {safe(js.name)}", highlight=False)
+    console.print(
+        f"audit written to {safe(html.resolve())} and {safe(js.name)}", highlight=False, soft_wrap=True
+    )
     if shadow_error is not None:
         raise typer.Exit(code=2)
     if fail_on_suspect and report.suspicious:
@@ -180,7 +182,7 @@ def calibrate(
             device=device, backend=backend, address=address,
         )  # fmt: skip
         path = save_calibration(run.table, out)
-        console.print(f"shadow calibration table written to {safe(path)}", highlight=False)
+        console.print(f"shadow calibration table written to {safe(path)}", highlight=False, soft_wrap=True)
         return
     if not suites:
         raise EisError("--suites is required (the suites the store's runs came from), or use --shadows N")

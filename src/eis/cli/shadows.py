@@ -116,5 +116,6 @@ def run_shadows(
         f"shadow calibration {run.key}: {sh['n_clean']} clean + {sh['n_flawed']} flawed shadows, {how}"
         + (f"; {len(sh['missed'])} missed their bars" if sh["missed"] else ""),
         highlight=False,
+        soft_wrap=True,
     )
     return run
