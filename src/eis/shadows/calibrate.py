@@ -131,6 +131,7 @@ def calibrate_shadows(
     settings by name (the audit must use the same ones for the records to hold).
     """
     from eis import __version__
+    from eis.paths import eis_home
     from eis.results.store import open_store
     from eis.runner import run_benchmark
     from eis.tools.base import list_tools, make_tool
@@ -161,8 +162,6 @@ def calibrate_shadows(
     key = _digest(
         {"population": population, "tools": {t.name: t.settings() for t in tools}, "eis": __version__}
     )
-    from eis.paths import eis_home
-
     root = eis_home() / "shadows" / key
     table_path = root / "calibration.json"
     if table_path.is_file():
@@ -188,7 +187,8 @@ def calibrate_shadows(
                 cases, tools, ["detect"], workers=max(1, workers), store=store, progress=progress,
                 console=console, backend=backend, address=address,
             )  # fmt: skip
-            records = [r for r in store.records() if r.get("track") == "detect"]
+            ids = {cs.id for cs in cases}
+            records = [r for r in store.records() if r.get("track") == "detect" and r.get("case_id") in ids]
         t_bench = time.perf_counter() - t1
     table = shadow_table(records, cases, key=key, suite=f"shadows:{key}")
     table["shadows"] = {
