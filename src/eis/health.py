@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from eis.errors import EisError
+from eis.usermodel import device_of
 
 CHANCE_ALPHA = 0.01  # refuse when clean accuracy is not above chance at this significance level
 SAME_OUTPUT_RTOL = 1e-6  # outputs equal for every input within this share of their magnitude
@@ -49,9 +50,7 @@ def check_model(
     """
     from scipy.stats import binomtest
 
-    dev = next((p.device for p in model.parameters()), None)
-    if dev is None:
-        dev = next((b.device for b in model.buffers()), torch.device("cpu"))
+    dev = device_of(model)
     with torch.no_grad():
         logits = torch.cat(
             [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, x.shape[0], batch_size)]

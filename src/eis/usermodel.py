@@ -433,13 +433,18 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model runs: its first parameter's device, else its first buffer's (a ``torch.export``
+    program may hold only buffers), else the CPU."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def check_compatible(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> int:
     """Run the model on two of ``x``; return its class count K. One-line errors when it rejects the
     images or returns something other than (N, K) logits, or when a label is outside 0..K-1."""
-    dev = next((p.device for p in model.parameters()), None)
-    if dev is None:
-        dev = next((b.device for b in model.buffers()), torch.device("cpu"))
-    probe = x[:2].to(dev)
+    probe = x[:2].to(device_of(model))
     try:
         with torch.no_grad():
             out = model(probe)

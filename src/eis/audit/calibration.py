@@ -173,7 +173,8 @@ def save_calibration(table: dict[str, Any], path: str | Path) -> Path:
     return p
 
 
-def _scores(r: dict[str, Any]) -> dict[str, Any]:
+def record_scores(r: dict[str, Any]) -> dict[str, Any]:
+    """A store record's scores as a dict (the store may hand them over as JSON text)."""
     s = r.get("scores") or {}
     return json.loads(s) if isinstance(s, str) else dict(s)
 
@@ -194,7 +195,7 @@ def _detectors(rows: list[dict[str, Any]]) -> dict[str, Any]:
         pairs = [
             (float(s["score"]), str(r["flaw"]) != "clean", s.get("target_correct"))
             for r in trs
-            if (s := _scores(r)).get("score") is not None and math.isfinite(float(s["score"]))
+            if (s := record_scores(r)).get("score") is not None and math.isfinite(float(s["score"]))
         ]
         clean = [p[0] for p in pairs if not p[1]]
         troj = [p[0] for p in pairs if p[1]]
@@ -216,7 +217,7 @@ def _detectors(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 target_acc=float(np.mean(hits)) if hits else None,
                 n_target=len(hits),
             )
-        inp = [float(s["input_auroc"]) for r in trs if (s := _scores(r)).get("input_auroc") is not None]
+        inp = [float(s["input_auroc"]) for r in trs if (s := record_scores(r)).get("input_auroc") is not None]
         if inp:
             entry.update(input_auroc=float(np.mean(inp)), n_input_models=len(inp))
         out[tool] = entry
@@ -235,7 +236,7 @@ def _attribution(records: list[dict[str, Any]]) -> dict[str, Any]:
     for r in records:
         if r.get("status") != "ok" or r.get("family") != "attribution":
             continue
-        s, tool = _scores(r), str(r["tool"])
+        s, tool = record_scores(r), str(r["tool"])
         control[tool] = bool(r.get("control"))
         if r.get("track") == "sanity" and s.get("passes_sanity") is not None:
             acc[tool]["passes_sanity"].append(float(s["passes_sanity"]))

@@ -34,7 +34,7 @@ from eis.errors import EisError, ToolRefusal
 from eis.health import ModelRefused, check_model
 from eis.tools.base import list_tools, make_tool
 from eis.tools.detection.base import DetectionTool
-from eis.usermodel import check_compatible
+from eis.usermodel import check_compatible, device_of
 
 VERDICT_RULE = (
     "follow the detector with the best track record (highest TPR - FPR on the calibration's models: "
@@ -94,7 +94,7 @@ def audit(
         raise EisError(f"input_names has {len(input_names)} names for {inputs.shape[0]} inputs")
     was_training = model.training
     _set_mode(model, False)
-    dev = _device(model)
+    dev = device_of(model)
     x, y = x.to(dev, torch.float32), y.to(dev)
     k = check_compatible(model, x, y)
     health = check_model(model, x, y, batch_size=batch_size)
@@ -394,7 +394,7 @@ def _screen(
     batch_size: int,
 ) -> list[ScreenedInput]:
     """Rank the user's inputs by STRIP's suspicion (higher = more likely triggered)."""
-    dev = _device(model)
+    dev = device_of(model)
     xs = inputs.to(dev, torch.float32)
     preds = torch.cat([model(xs[i : i + batch_size]).argmax(1) for i in range(0, xs.shape[0], batch_size)])
     scores = strip.input_scores(model, xs, clean_x).float().cpu()
@@ -504,14 +504,6 @@ def _set_mode(model: nn.Module, training: bool) -> None:
     """Set train/eval mode; a ``torch.export`` program has no modes (its graph is fixed) and is left as is."""
     with contextlib.suppress(NotImplementedError):
         model.train(training)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 class _NoBar:

@@ -17,7 +17,6 @@ resumes: built shadows are zoo artifacts, scored cells are in the store.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import random
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eis.cache import write_text_atomic
+from eis.cache import digest, write_text_atomic
 from eis.errors import EisError
 from eis.shadows.recipe import ShadowRecipe, draw_flaw, fitting_kinds
 from eis.shadows.setup import UserArch, exported, register_arch, register_data
@@ -149,7 +148,7 @@ def calibrate_shadows(
     arch_name = register_arch(arch)
     dataset = register_data(train_x, train_y, x, y, k)
     min_acc = max(0.0, math.floor((user_accuracy - recipe.tolerance) / BAR_STEP) * BAR_STEP)
-    population = _digest(  # the shadows themselves: detector settings do not retrain them
+    population = _key(  # the shadows themselves: detector settings do not retrain them
         {
             "format": FORMAT,
             "arch": arch_name,
@@ -159,9 +158,7 @@ def calibrate_shadows(
             "zoo": ZOO_VERSION,
         }
     )
-    key = _digest(
-        {"population": population, "tools": {t.name: t.settings() for t in tools}, "eis": __version__}
-    )
+    key = _key({"population": population, "tools": {t.name: t.settings() for t in tools}, "eis": __version__})
     root = eis_home() / "shadows" / key
     table_path = root / "calibration.json"
     if table_path.is_file():
@@ -214,16 +211,14 @@ def shadow_table(
     records: list[dict[str, Any]], cases: Sequence[Any], *, key: str, suite: str
 ) -> dict[str, Any]:
     """The calibration table of the shadows' detect cells, with CIs, clean scores and strength curves."""
-    from eis.audit.calibration import build_calibration
+    from eis.audit.calibration import build_calibration, record_scores
 
     table = build_calibration(records, suites=[suite], note=f"shadow calibration {key}")
     table["made_by"]["source"] = "shadows"
     flaws = {cs.id: _flaw_of(cs) for cs in cases}
     by_tool: dict[str, list[tuple[float, bool, str]]] = {}
     for r in records:
-        s = r.get("scores") or {}
-        s = json.loads(s) if isinstance(s, str) else s
-        score = s.get("score")
+        score = record_scores(r).get("score")
         if r.get("status") == "ok" and score is not None and math.isfinite(float(score)):
             by_tool.setdefault(str(r["tool"]), []).append(
                 (float(score), str(r["flaw"]) != "clean", str(r["case_id"]))
@@ -337,6 +332,6 @@ def check_data(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, k:
         )
 
 
-def _digest(content: dict[str, Any]) -> str:
-    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _key(content: dict[str, Any]) -> str:
+    """eis's content address of ``content`` (non-JSON values as their strings)."""
+    return digest(json.loads(json.dumps(content, default=str)))
