@@ -3,7 +3,7 @@ VENV  := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 EIS   := $(VENV)/bin/eis
 
-.PHONY: demo test lint bench setup browser
+.PHONY: demo test lint bench setup browser docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -17,7 +17,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(EIS) demo --out out
 
-## test: the whole test suite (installs Debian chromium for the browser test when missing)
+## test: the whole test suite, the strict docs build included (installs Debian chromium for the browser test when missing)
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/pytest -n 2 -q
@@ -31,3 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py
+
+## docs: build the documentation site to site/ (strict; `make test` builds it too, in tests/test_docs.py)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

@@ -55,3 +55,10 @@ def test_shadow_audit_example(tmp_path, monkeypatch):
     report = module.main(tmp_path, shadows=2, nc_steps=30, kinds=("patch",))  # short: see test_shadows.py
     js = (tmp_path / "shadow-audit" / "audit.json").read_text()
     assert '"source": "shadows"' in js and report.detector("mntd").status == "ok"
+
+
+def test_every_example_is_run_here():
+    # the docs include every script of examples/ (tests/test_docs.py); this file runs each of them
+    source = Path(__file__).read_text()
+    missing = [p.name for p in sorted(EXAMPLES.glob("*.py")) if f'"{p.name}"' not in source]
+    assert not missing, f"examples no test runs: {missing}"
