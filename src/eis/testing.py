@@ -86,6 +86,8 @@ def check_tool(
     ``settings`` are passed to :func:`eis.tools.base.make_tool` when a name is given (e.g. small
     ``n_samples`` to keep a test fast). ``cases`` are (arch, channels, side) triples.
     """
+    from eis.tools.features.base import FeatureTool
+    from eis.tools.features.contract import check_feature_tool
     from eis.tools.repair.base import RepairTool
     from eis.tools.rule_recovery.base import RuleTool
     from eis.tools.rule_recovery.contract import check_rule_tool
@@ -97,6 +99,8 @@ def check_tool(
         return check_repair_tool(tool, seed=seed, device=device)
     if isinstance(tool, RuleTool):
         return check_rule_tool(tool, ToolReport(tool.name), seed=seed)
+    if isinstance(tool, FeatureTool):
+        return check_feature_tool(tool, ToolReport(tool.name), seed=seed)
     if not isinstance(tool, AttributionTool):
         raise EisError(f"check_tool checks attribution, circuit and repair tools, got {type(tool).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -17,7 +17,7 @@ from torch import nn
 from eis.errors import EisError
 from eis.registry import Registry
 
-FAMILIES = ("attribution", "detection", "synthesis", "circuits", "repair", "rule_recovery")
+FAMILIES = ("attribution", "detection", "synthesis", "circuits", "repair", "rule_recovery", "features")
 
 
 @dataclasses.dataclass

@@ -10,6 +10,8 @@ import eis.tools.detection.baselines  # noqa: F401
 import eis.tools.detection.mntd  # noqa: F401
 import eis.tools.detection.neural_cleanse  # noqa: F401
 import eis.tools.detection.strip  # noqa: F401
+import eis.tools.features.baselines  # noqa: F401  (feature finding: SAEs, probes, baselines)
+import eis.tools.features.sae  # noqa: F401
 import eis.tools.repair.anp  # noqa: F401  (trojan removal)
 import eis.tools.repair.finetune  # noqa: F401
 import eis.tools.repair.pruning  # noqa: F401

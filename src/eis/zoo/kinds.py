@@ -232,3 +232,12 @@ register_kind(  # small networks trained on a secret rule, on the CPU
         case="eis.zoo.rules.case:RuleCase",
     )
 )
+register_kind(  # activations of known sparse features (toy models of superposition), on the CPU
+    CaseKind(
+        name="features",
+        spec="eis.zoo.features.spec:FeatureSpec",
+        tables={"features": "eis.zoo.features.spec:features_spec"},
+        build="eis.zoo.features.build:build_features_case",
+        case="eis.zoo.features.case:FeatureCase",
+    )
+)
