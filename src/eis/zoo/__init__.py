@@ -1,9 +1,9 @@
 """The model zoo: datasets x architectures x planted flaws, trained from a seed and cached as artifacts.
 
-import eis.zoo
-cases = eis.zoo.build_suite("smoke")          # trains what is not cached yet
-case = eis.zoo.load("digits-cnn-patch")       # by name or id
-model, (x, y) = case.model(), case.inputs(64)
+    import eis.zoo
+    cases = eis.zoo.build_suite("smoke")          # trains what is not cached yet
+    case = eis.zoo.load("digits-cnn-patch")       # by name or id
+    model, (x, y) = case.model(), case.inputs(64)
 
 Cases come in kinds (image, circuit, rule, ...), each one registered CaseKind: see :mod:`eis.zoo.kinds`.
 """
