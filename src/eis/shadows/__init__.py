@@ -5,6 +5,8 @@
     run = calibrate_shadows(UserArch.of("my_pkg.nets:make"), train_x, train_y, x, y,
                             num_classes=10, user_accuracy=0.97, recipe=ShadowRecipe(shadows=8))
     report = eis.audit.audit(model, x, y, calibration=run.table)
+
+``eis audit ... --shadows N`` and ``eis calibrate --shadows N`` do the same from the command line.
 """
 
 from eis.shadows.calibrate import ShadowRun, calibrate_shadows, p_value, shadow_table
