@@ -22,6 +22,7 @@ from eis.tracks.base import TRACKS, Track
 
 DEFAULT_TRACKS = ["localize", "sanity", "faithfulness", "detect", "synthesize", "circuits", "repair"]
 DEFAULT_TRACKS += ["challenge"]  # the mechanist challenge: smoke holds two rule cases
+DEFAULT_TRACKS += ["features"]  # known sparse dictionaries: smoke holds two feature cases
 
 
 @dataclasses.dataclass(frozen=True)
