@@ -22,7 +22,7 @@ from eis.zoo.datasets import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-RUNNABLE = re.compile(r"^```python \{\.runnable\}\n(.*?)^```$", re.S | re.M)
+RUNNABLE = re.compile(r"^```python *\{ *\.runnable *\} *\n(.*?)^```$", re.S | re.M)
 PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if RUNNABLE.search(p.read_text()))
 
 
