@@ -18,3 +18,25 @@ def _register() -> None:
 
 
 _register()
+
+
+def main() -> None:
+    """The ``eis`` entry point: ``app`` with usage errors (unknown option, missing argument, bad value)
+    on one stderr line naming the command, exit 2, like every other bad input."""
+    import sys
+
+    try:
+        code = app(prog_name="eis", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click exceptions: usage errors and the like
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as without this wrapper
+            exc.show()
+        else:
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "eis"
+            message = " ".join(exc.format_message().split())
+            print(f"{where}: {message} (see '{where} --help')", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
