@@ -20,6 +20,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from eis.batching import rows_per_pass
 from eis.errors import EisError
 from eis.usermodel import device_of
 
@@ -51,6 +52,7 @@ def check_model(
     from scipy.stats import binomtest
 
     dev = device_of(model)
+    batch_size = rows_per_pass(x.shape[1:], batch_size)
     with torch.no_grad():
         logits = torch.cat(
             [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, x.shape[0], batch_size)]

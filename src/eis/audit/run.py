@@ -30,6 +30,7 @@ from torch import nn
 
 from eis.audit.calibration import load_calibration, track_record_text
 from eis.audit.report import NO_EVIDENCE, SUSPICIOUS, AuditReport, DetectorResult, ScreenedInput
+from eis.batching import rows_per_pass
 from eis.errors import EisError, ToolRefusal
 from eis.health import ModelRefused, check_model
 from eis.tools.base import list_tools, make_tool
@@ -396,7 +397,11 @@ def _screen(
     """Rank the user's inputs by STRIP's suspicion (higher = more likely triggered)."""
     dev = device_of(model)
     xs = inputs.to(dev, torch.float32)
-    preds = torch.cat([model(xs[i : i + batch_size]).argmax(1) for i in range(0, xs.shape[0], batch_size)])
+    batch_size = rows_per_pass(xs.shape[1:], batch_size)
+    with torch.no_grad():
+        preds = torch.cat(
+            [model(xs[i : i + batch_size]).argmax(1) for i in range(0, xs.shape[0], batch_size)]
+        )
     scores = strip.input_scores(model, xs, clean_x).float().cpu()
     order = torch.argsort(scores, descending=True, stable=True).tolist()
     return [

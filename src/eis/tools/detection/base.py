@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from eis.batching import rows_per_pass
 from eis.errors import EisError
 from eis.tools.base import Tool
 
@@ -110,6 +111,7 @@ def batched_softmax(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch
     """Softmax outputs of ``model`` on ``x`` in chunks of ``batch_size``, without gradients."""
     outs = []
     with torch.no_grad():
+        batch_size = rows_per_pass(x.shape[1:], batch_size)
         for i in range(0, x.shape[0], batch_size):
             outs.append(torch.softmax(model(x[i : i + batch_size]).float(), dim=1))
     return torch.cat(outs) if outs else x.new_zeros((0, 0))

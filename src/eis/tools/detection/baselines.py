@@ -26,6 +26,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from eis.batching import rows_per_pass
 from eis.errors import EisError, ToolRefusal
 from eis.tools.base import register_tool
 from eis.tools.detection.base import Detection, DetectionTool, check_population, model_device
@@ -203,7 +204,7 @@ class Specificity(DetectionTool):
         m, p = masks.to(dev)[:, None], patterns.to(dev)
         t = masks.shape[0]
         mean_post = torch.zeros(t, num_classes, device=dev)
-        per = max(1, self.batch_size // n)  # triggers per forward pass
+        per = max(1, rows_per_pass((c, h, w), self.batch_size) // n)  # triggers per forward pass
         with torch.no_grad():
             for s in range(0, t, per):
                 mm, pp = m[s : s + per], p[s : s + per]

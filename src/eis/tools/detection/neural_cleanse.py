@@ -8,7 +8,12 @@ class k while the L1 norm of the mask stays small:
 
 All K candidates are optimised together: one forward pass on the K x B stamped images per step. The K
 losses are independent, so this gives the same optimisation as K separate runs (Adam is per-parameter),
-only batched. A class-by-class loop (``classes=[k]``) is kept for the benchmark.
+only batched. A class-by-class loop (``classes=[k]``) is kept for the benchmark. Memory stays bounded
+(``eis.batching``): a forward pass holds at most ``chunk`` stamped images and at most
+``INPUT_ELEMENTS`` input elements (always at least one class's B images), and when the K masks and
+patterns with their gradients and Adam moments would exceed ``PARAM_ELEMENTS`` a copy, the classes are
+optimised in groups one after the other, each group drawing the same batches a single run would; a
+1000-class 3x224x224 model then peaks at a few GiB instead of 13 (``benchmarks/bench_memory.py``).
 
 Lambda: ``lam_mode="adaptive"`` follows the paper's schedule, per class: start at ``lam``; after
 ``patience`` consecutive steps with batch attack success >= ``asr_threshold`` multiply lambda by 1.5,
@@ -50,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eis import batching
 from eis.errors import EisError
 from eis.tools.base import register_tool
 from eis.tools.detection.base import Detection, DetectionTool, model_device
@@ -128,21 +134,78 @@ def reverse_engineer(
     gen = torch.Generator().manual_seed(seed)
     init_m = (torch.rand(num_classes, 1, h, w, generator=gen) * 2 - 1) * 0.5
     init_p = (torch.rand(num_classes, c, h, w, generator=gen) * 2 - 1) * 0.5
-    idx_t = torch.tensor(cls)
-    m_param = init_m[idx_t].to(dev).requires_grad_(True)
-    p_param = init_p[idx_t].to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([m_param, p_param], lr=lr, betas=(0.5, 0.9))
+    after_init = gen.get_state()
+    b = min(batch_size, n)
+    loop = {
+        "steps": steps, "lr": lr, "lam": lam, "lam_mode": lam_mode, "patience": patience,
+        "asr_threshold": asr_threshold, "b": b, "stop_patience": stop_patience, "stop_tol": stop_tol,
+        "trace": trace,
+        "per_pass": max(1, batching.rows_per_pass((c, h, w), chunk) // b),  # candidate classes per pass
+    }  # fmt: skip
     k = len(cls)
-    targets = idx_t.to(dev)
+    out: dict[str, Any] = {
+        "classes": cls,
+        "masks": torch.empty(k, h, w, device=dev),
+        "patterns": torch.empty(k, c, h, w, device=dev),
+        "norms": torch.empty(k, device=dev),
+        "reached": torch.empty(k, dtype=torch.bool, device=dev),
+        "lams": torch.empty(k, device=dev),
+        "steps_run": torch.empty(k, dtype=torch.long),
+    }
+    traces = []
+    group = batching.rows_per_pass((c, h, w), k, batching.PARAM_ELEMENTS)  # classes held at once
+    for g in range(0, k, group):
+        gen.set_state(after_init)  # every group draws the batches a single run would draw
+        idx_t = torch.tensor(cls[g : g + group])
+        part = _optimise(model, x, init_m[idx_t].to(dev), init_p[idx_t].to(dev), idx_t.to(dev), gen, **loop)
+        for key, value in part.items():
+            if key == "trace":
+                traces.append(value)
+            else:
+                out[key][g : g + group] = value
+        del part
+    if trace:
+        longest = max(t.shape[0] for t in traces)
+        pad = [torch.cat([t, t[-1:].expand(longest - t.shape[0], -1)]) if 0 < t.shape[0] < longest else t
+               for t in traces]  # fmt: skip
+        out["trace"] = torch.cat(pad, 1) if longest else torch.empty(0, k)
+    return out
+
+
+def _optimise(
+    model: nn.Module,
+    x: torch.Tensor,
+    init_m: torch.Tensor,
+    init_p: torch.Tensor,
+    targets: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    steps: int,
+    lr: float,
+    lam: float,
+    lam_mode: str,
+    patience: int,
+    asr_threshold: float,
+    b: int,
+    per_pass: int,
+    stop_patience: int,
+    stop_tol: float,
+    trace: bool,
+) -> dict[str, torch.Tensor]:
+    """The step loop of :func:`reverse_engineer` for one group of candidate classes (``targets``)."""
+    dev = x.device
+    n, c, h, w = x.shape
+    m_param = init_m.requires_grad_(True)
+    p_param = init_p.requires_grad_(True)
+    opt = torch.optim.Adam([m_param, p_param], lr=lr, betas=(0.5, 0.9))
+    k = len(targets)
     lams = torch.full((k,), float(lam), device=dev)
     up = torch.zeros(k, dtype=torch.long, device=dev)
     down = torch.zeros(k, dtype=torch.long, device=dev)
     best_norm = torch.full((k,), math.inf, device=dev)
     best_m = torch.zeros(k, h, w, device=dev)
     best_p = torch.zeros(k, c, h, w, device=dev)
-    b = min(batch_size, n)
-    per_chunk = max(1, chunk // b)  # candidate classes per forward pass
-    act = torch.arange(k, device=dev)  # positions (into cls) of the classes still optimised
+    act = torch.arange(k, device=dev)  # positions (into targets) of the classes still optimised
     steps_run = torch.zeros(k, dtype=torch.long, device=dev)
     ref = torch.full((k,), math.inf, device=dev)  # early stopping: best norm at the last real improvement
     stall = torch.zeros(k, dtype=torch.long, device=dev)  # steps since then (counted once reached)
@@ -155,9 +218,9 @@ def reverse_engineer(
         opt.zero_grad(set_to_none=True)
         ka = len(act)
         asr = torch.empty(ka, device=dev)
-        for s in range(0, ka, per_chunk):
-            pos = act[s : s + per_chunk]
-            rows = slice(s, s + per_chunk) if ka == k else pos  # a view while no class is frozen
+        for s in range(0, ka, per_pass):
+            pos = act[s : s + per_pass]
+            rows = slice(s, s + per_pass) if ka == k else pos  # a view while no class is frozen
             mask = torch.tanh(m_param[rows]) / 2 + 0.5
             pattern = torch.tanh(p_param[rows]) / 2 + 0.5
             stamped = _stamp(xb, mask, pattern)
@@ -172,6 +235,7 @@ def reverse_engineer(
                 m_param.grad, p_param.grad = torch.zeros_like(m_param), torch.zeros_like(p_param)
             m_param.grad += gm
             p_param.grad += gp
+            del gm, gp, stamped
             with torch.no_grad():
                 hit = (logits.argmax(1) == tgt).float().view(kk, b).mean(1)
                 asr[s : s + kk] = hit
@@ -201,18 +265,16 @@ def reverse_engineer(
             st = torch.where(better, torch.zeros_like(stall[act]), stall[act] + torch.isfinite(bn).long())
             stall[act] = st
             act = act[st < stop_patience]
+    del opt
     reached = torch.isfinite(best_norm)
     with torch.no_grad():
-        final_m = torch.tanh(m_param)[:, 0] / 2 + 0.5
-        final_p = torch.tanh(p_param) / 2 + 0.5
-    masks = torch.where(reached[:, None, None], best_m, final_m)
-    patterns = torch.where(reached[:, None, None, None], best_p, final_p)
-    norms = masks.abs().flatten(1).sum(1)
-    out: dict[str, Any] = {
-        "classes": cls,
-        "masks": masks.detach(),
-        "patterns": patterns.detach(),
-        "norms": norms.detach(),
+        masks = torch.where(reached[:, None, None], best_m, torch.tanh(m_param)[:, 0] / 2 + 0.5)
+        del best_m
+        patterns = torch.where(reached[:, None, None, None], best_p, torch.tanh(p_param) / 2 + 0.5)
+    out = {
+        "masks": masks,
+        "patterns": patterns,
+        "norms": masks.abs().flatten(1).sum(1),
         "reached": reached,
         "lams": lams,
         "steps_run": steps_run.cpu(),

@@ -23,6 +23,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from eis.batching import rows_per_pass
 from eis.errors import EisError
 from eis.tools.base import register_tool
 from eis.tools.detection.base import Detection, DetectionTool, model_device
@@ -62,7 +63,7 @@ class Strip(DetectionTool):
         pick = torch.randint(0, ref.shape[0], (n, v), generator=gen).to(dev)
         flat = pick.flatten()
         ent = torch.empty(n * v, device=dev)
-        rows_per = max(1, self.batch_size)
+        rows_per = rows_per_pass(x.shape[1:], self.batch_size)
         with torch.no_grad():
             for s in range(0, n * v, rows_per):
                 sl = slice(s, s + rows_per)
