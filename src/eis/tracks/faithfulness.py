@@ -109,7 +109,7 @@ class FaithfulnessTrack(Track):
 
     def applies_to(self, case: Case) -> bool:
         # a model trained on permuted labels has no prediction worth explaining
-        return standalone(case) and case.truth().kind not in ("label_permutation", "circuit", "rule")
+        return standalone(case) and case.truth().kind not in ("label_permutation", "circuit", "rule", "lm")
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         model = case.model()

@@ -241,3 +241,12 @@ register_kind(  # activations of known sparse features (toy models of superposit
         case="eis.zoo.features.case:FeatureCase",
     )
 )
+register_kind(  # small causal LMs on a procedural language, with planted behaviours (transformers layout)
+    CaseKind(
+        name="lm",
+        spec="eis.zoo.language.spec:LMSpec",
+        tables={"lm": "eis.zoo.language.spec:lm_spec"},
+        build="eis.zoo.language.build:build_lm_case",
+        case="eis.zoo.language.case:LMCase",
+    )
+)
