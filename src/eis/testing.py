@@ -88,6 +88,8 @@ def check_tool(
     """
     from eis.tools.features.base import FeatureTool
     from eis.tools.features.contract import check_feature_tool
+    from eis.tools.lm_trigger.base import TriggerTool
+    from eis.tools.lm_trigger.contract import check_trigger_tool
     from eis.tools.repair.base import RepairTool
     from eis.tools.rule_recovery.base import RuleTool
     from eis.tools.rule_recovery.contract import check_rule_tool
@@ -101,6 +103,8 @@ def check_tool(
         return check_rule_tool(tool, ToolReport(tool.name), seed=seed)
     if isinstance(tool, FeatureTool):
         return check_feature_tool(tool, ToolReport(tool.name), seed=seed)
+    if isinstance(tool, TriggerTool):
+        return check_trigger_tool(tool, ToolReport(tool.name), seed=seed)
     if not isinstance(tool, AttributionTool):
         raise EisError(f"check_tool checks attribution, circuit and repair tools, got {type(tool).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")

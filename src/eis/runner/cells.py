@@ -23,6 +23,7 @@ from eis.tracks.base import TRACKS, Track
 DEFAULT_TRACKS = ["localize", "sanity", "faithfulness", "detect", "synthesize", "circuits", "repair"]
 DEFAULT_TRACKS += ["challenge"]  # the mechanist challenge: smoke holds two rule cases
 DEFAULT_TRACKS += ["features"]  # known sparse dictionaries: smoke holds two feature cases
+DEFAULT_TRACKS += ["lm_trigger"]  # trigger recovery: smoke holds a backdoored LM and its clean twin
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,9 @@ from torch import nn
 from eis.errors import EisError
 from eis.registry import Registry
 
-FAMILIES = ("attribution", "detection", "synthesis", "circuits", "repair", "rule_recovery", "features")
+FAMILIES = (
+    "attribution", "detection", "synthesis", "circuits", "repair", "rule_recovery", "features", "lm_trigger",
+)  # fmt: skip
 
 
 @dataclasses.dataclass

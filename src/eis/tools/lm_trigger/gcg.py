@@ -1,0 +1,93 @@
+"""Greedy Coordinate Gradient (Zou et al. 2023, "Universal and Transferable Adversarial Attacks on Aligned
+Language Models", Algorithm 1), as a trigger-recovery tool.
+
+The trigger is ``n_tokens`` tokens x_1..x_n (all modifiable). The loss is the negative log-probability of
+the target after ``[BOS] + trigger`` under teacher forcing. Each step:
+
+1. the gradient of the loss with respect to the one-hot encoding of every trigger token (the trigger's
+   embeddings are ``one_hot @ W_E``); for each position the ``top_k`` tokens with the most negative
+   gradient are its candidate substitutions;
+2. ``batch_size`` candidate triggers, each the current one with one position (drawn uniformly) replaced by
+   one of that position's candidates (drawn uniformly);
+3. the candidate of least loss (exactly evaluated, in one batched pass) becomes the current trigger.
+
+A restart stops when greedy decoding after the current trigger emits the target (the paper's success
+check), after ``steps`` steps, or when the task's budget is spent. The paper optimises a suffix of fixed
+length; a trigger's length is unknown here, so unless ``n_tokens`` fixes it, restarts cycle through the
+lengths 1..``max_tokens``, shortest first. Each restart starts from a trigger drawn uniformly from the
+allowed tokens; its best trigger (least loss, ties to one that emits the target) is submitted. Queries: one
+per gradient pass and one per evaluated candidate; duplicate candidates within a step are scored once.
+Special tokens are never proposed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from eis.tools.base import register_tool
+from eis.tools.lm_trigger.base import TriggerAnswer, TriggerTask, TriggerTool, ranked
+
+
+def token_gradients(task: TriggerTask, trigger: torch.Tensor) -> torch.Tensor:
+    """(n, V) gradient of the target loss with respect to the one-hot encoding of ``trigger`` (n,)."""
+    model = task.model
+    emb = model.get_input_embeddings().weight
+    one_hot = F.one_hot(trigger, emb.shape[0]).to(emb.dtype).requires_grad_(True)
+    prefix, target = torch.tensor(task.prefix, dtype=torch.long), torch.tensor(task.target_ids)
+    with torch.enable_grad():
+        embeds = torch.cat([emb[prefix].detach(), one_hot @ emb, emb[target].detach()])[None]
+        logits = model(inputs_embeds=embeds).logits[0]
+        start = len(prefix) + len(trigger) - 1
+        loss = F.cross_entropy(logits[start : start + len(target)].float(), target)
+        (grad,) = torch.autograd.grad(loss, one_hot)
+    task.spend(1)
+    return grad
+
+
+@register_tool
+class GCG(TriggerTool):
+    """Greedy Coordinate Gradient over one-hot token gradients (Zou et al. 2023)."""
+
+    name: ClassVar[str] = "gcg"
+    summary: ClassVar[str] = "greedy coordinate gradient: top-k token swaps from one-hot gradients (Zou 2023)"
+    n_tokens: int | None = None  # trigger length (default: the task's max_tokens)
+    steps: int = 40
+    top_k: int = 32
+    batch_size: int = 64
+    restarts: int = 4
+    seed: int = 0
+
+    def solve(self, task: TriggerTask) -> TriggerAnswer:
+        lengths = [min(self.n_tokens, task.max_tokens)] if self.n_tokens else range(1, task.max_tokens + 1)
+        allowed = task.allowed()
+        banned = torch.ones(task.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+        banned[allowed] = False
+        gen = torch.Generator().manual_seed(self.seed)
+        found: dict[tuple[int, ...], tuple[bool, float]] = {}
+        for restart in range(self.restarts):
+            if task.left() < 1 + self.batch_size:
+                break
+            n = lengths[restart % len(lengths)]
+            current = allowed[torch.randint(len(allowed), (n,), generator=gen)]
+            (logp,), (hit,) = task.score([current.tolist()])
+            best = (tuple(current.tolist()), bool(hit), float(logp))
+            for _ in range(self.steps):
+                if hit or task.left() < 1 + self.batch_size:
+                    break
+                grad = token_gradients(task, current).masked_fill(banned, float("inf"))
+                top = (-grad).topk(min(self.top_k, len(allowed)), dim=1).indices  # (n, k)
+                pos = torch.randint(n, (self.batch_size,), generator=gen)
+                pick = torch.randint(top.shape[1], (self.batch_size,), generator=gen)
+                cands = current.repeat(self.batch_size, 1)
+                cands[torch.arange(self.batch_size), pos] = top[pos, pick]
+                cands = torch.unique(cands, dim=0)  # sorted: the draw stays deterministic
+                logps, hits = task.score(cands.tolist())
+                i = int(logps.argmax())
+                current, logp, hit = cands[i], float(logps[i]), bool(hits[i])
+                if (hit, logp) > best[1:]:
+                    best = (tuple(current.tolist()), hit, logp)
+            found.setdefault(best[0], best[1:])
+        return ranked(task, found)
