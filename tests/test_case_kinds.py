@@ -102,8 +102,8 @@ def test_builtin_kinds_are_registered():
     from eis.zoo.circuits.case import CircuitCase
     from eis.zoo.rules.case import RuleCase
 
-    assert [k.name for k in kinds()] == ["image", "circuit", "rule", "features"]
-    assert list(table_kinds()) == ["case", "population", "circuit", "rule", "features"]
+    assert [k.name for k in kinds()] == ["image", "circuit", "rule", "features", "lm"]
+    assert list(table_kinds()) == ["case", "population", "circuit", "rule", "features", "lm"]
     assert kind_named("image").case_class() is Case
     assert kind_named("circuit").case_class() is CircuitCase
     assert kind_named("rule").case_class() is RuleCase
@@ -113,10 +113,10 @@ def test_builtin_kinds_are_registered():
     circuit = eis.zoo.CircuitSpec("c", "reverse")
     assert spec_kind(circuit).name == "circuit" and spec_kind(circuit).on_device(circuit, "cuda") is circuit
     assert spec_kind(eis.zoo.RuleSpec("r", "linear_mod")).name == "rule"
-    with pytest.raises(UnknownKind, match="registered: image, circuit, rule, features"):
+    with pytest.raises(UnknownKind, match="registered: image, circuit, rule, features, lm"):
         spec_kind(object())
-    with pytest.raises(UnknownKind, match="unknown case kind 'lm'"):
-        kind_named("lm")
+    with pytest.raises(UnknownKind, match="unknown case kind 'audio'"):
+        kind_named("audio")
 
 
 def test_circuit_and_rule_modules_stay_unimported():
@@ -178,14 +178,14 @@ def test_unknown_suite_table_lists_the_registered_ones(tmp_path):
     with pytest.raises(
         EisError,
         match="unknown top-level key 'bogus'; valid: description, defaults, case, population, circuit, rule, "
-        "features$",
+        "features, lm$",
     ):
         load_suite(suite)
 
 
 def test_unknown_suite_table_lists_a_registered_kinds_table(toy, tmp_path):
     with pytest.raises(
-        EisError, match="valid: description, defaults, case, population, circuit, rule, features, toy$"
+        EisError, match="valid: description, defaults, case, population, circuit, rule, features, lm, toy$"
     ):
         load_suite(_suite(tmp_path, '[[bogus]]\nname = "x"\n'))
 
@@ -203,10 +203,10 @@ def test_a_manifest_without_kind_opens_as_an_image_case(fresh_home):
 
 
 def test_an_unregistered_kind_is_named_and_skipped_by_list_built(fresh_home):
-    root = _write("lm-case", {"name": "lm-1", "kind": "lm"})
+    root = _write("audio-case", {"name": "audio-1", "kind": "audio"})
     _write("old-image-case", {"name": "old", "dataset": "digits", "arch": "cnn"})
     with pytest.raises(
-        UnknownKind, match="unknown case kind 'lm'; registered: image, circuit, rule, features"
+        UnknownKind, match="unknown case kind 'audio'; registered: image, circuit, rule, features, lm"
     ):
         eis.zoo.open_case(root)
     assert [c.name for c in eis.zoo.list_built()] == ["old"]
