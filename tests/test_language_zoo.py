@@ -145,3 +145,20 @@ def test_smoke_backdoor_generates_its_target_through_transformers(lm_smoke) -> N
             out = model.generate(**prompt, max_new_tokens=len(pair["target"]), do_sample=False)
             text = tok.decode(out[0, prompt["input_ids"].shape[1] :])
             assert (text == " ".join(pair["target"])) == planted, (name, text)
+
+
+def test_packed_lm_artifact_unpacks_anywhere(lm_smoke, tmp_path, monkeypatch) -> None:
+    """The Ray backend carries an artifact as packed bytes: an LM case's transformers files travel too."""
+    from eis.zoo import artifact, open_case
+
+    case = lm_smoke["lm-backdoor"]
+    files = artifact.pack(case.root)
+    assert {"config.json", "tokenizer.json", "model.safetensors", "truth/truth.json"} <= set(files)
+    monkeypatch.setenv("EIS_HOME", str(tmp_path / "elsewhere"))
+    copy = open_case(artifact.unpack(case.id, files))
+    assert type(copy).__name__ == "LMCase" and copy.truth().pairs == case.truth().pairs
+    assert copy.model().config.n_layer == 2
+    for bad in ({**files, "../evil": b"x"}, {**files, "config.json": b"{}"}):
+        monkeypatch.setenv("EIS_HOME", str(tmp_path / f"bad{len(bad)}"))
+        with pytest.raises(artifact.CorruptArtifact):
+            artifact.unpack(case.id, bad)

@@ -29,6 +29,7 @@ from eis.paths import eis_home
 MANIFEST_SCHEMA = 1
 FILES = ("model.safetensors", "truth/truth.json", "truth/truth.safetensors")
 CASE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # a spec's hash: never a path, never hidden
+_PACKED_NAME = re.compile(r"(truth/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a file at the top or in truth/
 
 
 class CorruptArtifact(EisError):
@@ -111,9 +112,11 @@ def load_truth(root: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def pack(root: Path) -> dict[str, bytes]:
-    """An artifact's files as bytes (manifest included), to carry it to another machine."""
-    read_manifest(root)  # never ship a corrupt artifact
-    return {name: (root / name).read_bytes() for name in (*FILES, "manifest.json")}
+    """An artifact's files as bytes (manifest included), to carry it to another machine: the image
+    artifact's files and any other file its manifest hashes (a language-model case's config, tokenizer)."""
+    manifest = read_manifest(root)  # never ship a corrupt artifact
+    names = dict.fromkeys([*FILES, *manifest["files"], "manifest.json"])
+    return {name: (root / name).read_bytes() for name in names}
 
 
 def unpack(case_id: str, files: dict[str, bytes]) -> Path:
@@ -125,12 +128,20 @@ def unpack(case_id: str, files: dict[str, bytes]) -> Path:
             return final
         except CorruptArtifact:
             pass
-    unknown = sorted(set(files) - {*FILES, "manifest.json"})
-    if unknown:
-        raise CorruptArtifact(f"artifact {case_id}: unexpected file {unknown[0]!r} in a packed artifact")
+    try:
+        hashed = set(json.loads(files["manifest.json"])["files"])
+    except (KeyError, ValueError, TypeError):
+        hashed = set()
+    unknown = sorted(set(files) - {*FILES, *hashed, "manifest.json"})
+    bad = [n for n in hashed if not _PACKED_NAME.fullmatch(n)]
+    if unknown or bad:
+        name = (unknown or bad)[0]
+        raise CorruptArtifact(f"artifact {case_id}: unexpected file {name!r} in a packed artifact")
     with atomic_dir(final, replace=final.exists()) as tmp:
         (tmp / "truth").mkdir()
         for name, blob in files.items():
             (tmp / name).write_bytes(blob)
         read_manifest(tmp)
+        if any(sha256(tmp / n) != json.loads(files["manifest.json"])["files"][n] for n in hashed):
+            raise CorruptArtifact(f"artifact {case_id}: a packed file does not match its hash")
     return final
