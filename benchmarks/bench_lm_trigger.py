@@ -1,0 +1,78 @@
+"""Language-model cases and trigger recovery: build seconds per case, then the lm_trigger track's table.
+
+Builds ``--seeds`` backdoored LMs (``--pairs`` trigger-target pairs each, the default ``lm_backdoor``
+settings: anywhere, mixed rare / order triggers, drawn lengths and poison rate, 500 steps) and their clean
+twins on one torch thread, printing each case's build seconds, held-out accuracy and per-pair ASR; then runs
+every ``lm_trigger`` tool on them through the runner (cells cached in ``--store``) and prints recall,
+exact, REASR, found, queries and seconds per tool and flaw with 95% bootstrap CIs (over cases, then
+targets), and the import time of ``transformers``.
+
+    .venv/bin/python benchmarks/bench_lm_trigger.py                    # smoke's backdoor and twin
+    .venv/bin/python benchmarks/bench_lm_trigger.py --seeds 1 2 3 4    # a small population
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import torch
+
+from eis.results import load
+from eis.runner import run_benchmark
+from eis.tools.base import list_tools
+from eis.tracks.lm_trigger import LMTriggerTrack
+from eis.zoo import build_case
+from eis.zoo.language.spec import LMSpec
+from eis.zoo.suites import load_suite
+
+METRICS = ["recall", "exact", "reasr", "found", "queries", "seconds"]
+
+
+def import_seconds(module: str) -> float:
+    """Wall seconds of ``python -c 'import torch; import <module>'`` minus ``import torch`` alone."""
+
+    def run(code: str) -> float:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - t
+
+    return run(f"import torch, {module}") - run("import torch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="*", help="backdoor seeds (default: smoke's LM cases)")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--store", default="lm_trigger_bench.db")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"import transformers (beyond torch): {import_seconds('transformers'):.2f} s")
+    if args.seeds:
+        specs = [LMSpec(f"lm-{s}", seed=s, pairs=args.pairs) for s in args.seeds]
+        specs += [LMSpec(f"lm-{s}-twin", seed=s, pairs=args.pairs, flaw="clean") for s in args.seeds]
+    else:
+        specs = [s for s in load_suite("smoke") if isinstance(s, LMSpec)]
+    cases = []
+    for spec in specs:
+        case, _ = build_case(spec)
+        m = case.truth().measured
+        asr = [round(p["asr"], 2) for p in m["pairs"]]
+        acc = m["held_out_accuracy"]
+        wall, cpu = m["build_seconds"], m.get("build_cpu_seconds", float("nan"))
+        print(f"{spec.name}: built in {wall:.1f} s ({cpu:.1f} s CPU), accuracy {acc:.3f}, ASR {asr}")
+        cases.append(case)
+    started = time.perf_counter()
+    tools = list_tools("lm_trigger")
+    run_benchmark(cases, tools=tools, tracks=["lm_trigger"], workers=0, store=args.store)
+    print(f"track: {time.perf_counter() - started:.1f} s for {len(cases)} cases x {len(tools)} tools")
+    table = LMTriggerTrack().summarize(load(args.store))
+    table = table[table.metric.isin(METRICS) & (table.flaw != "all")]
+    for _, r in table.iterrows():
+        print(f"{r.tool:27s} {r.flaw:12s} {r.metric:8s} {r['mean']:9.3f} [{r.lo:.3f}, {r.hi:.3f}] n={r.n}")
+
+
+if __name__ == "__main__":
+    main()
