@@ -21,6 +21,7 @@ BENCHMARKS = {
     "circuits": ["bench_circuits.py"],
     "repair": ["bench_repair.py"],
     "rules": ["bench_rule_search.py"],
+    "features": ["bench_features.py"],
 }
 
 

@@ -109,7 +109,7 @@ class PCADirections(FeatureTool):
 class ICADirections(FeatureTool):
     name: ClassVar[str] = "ica"
     summary: ClassVar[str] = "independent components (scikit-learn FastICA; at most d)"
-    max_iter: int = 400
+    max_iter: int = 100
 
     def find(self, task: FeatureTask) -> FoundFeatures:
         from sklearn.decomposition import FastICA
