@@ -162,3 +162,15 @@ def test_packed_lm_artifact_unpacks_anywhere(lm_smoke, tmp_path, monkeypatch) ->
         monkeypatch.setenv("EIS_HOME", str(tmp_path / f"bad{len(bad)}"))
         with pytest.raises(artifact.CorruptArtifact):
             artifact.unpack(case.id, bad)
+
+
+def test_zoo_show_prints_an_lm_case(lm_smoke) -> None:
+    from typer.testing import CliRunner
+
+    from eis.cli import app
+
+    res = CliRunner().invoke(app, ["zoo", "show", "lm-backdoor"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    pair = lm_smoke["lm-backdoor"].truth().pairs[0]
+    assert f"{' '.join(pair['trigger'])} -> {' '.join(pair['target'])}" in res.output
+    assert "measured asr_min" in res.output

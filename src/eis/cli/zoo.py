@@ -13,6 +13,7 @@ from rich.table import Table
 
 from eis.cli import app
 from eis.cli.common import console, err_console, safe, user_errors
+from eis.cli.listing import cached_rows
 from eis.plugins import load_plugins
 from eis.progress import LineProgress, progress_display
 from eis.workers import check_backend, default_workers
@@ -113,11 +114,15 @@ def build(
 @user_errors
 def suites() -> None:
     """List the built-in suites (reading a suite checks its specs; it builds no data)."""
+    for name, count in cached_rows("suites", _suite_rows):
+        console.print(f"{safe(name)}: {count} cases")
+
+
+def _suite_rows() -> list[list]:
     import eis.zoo
 
     load_plugins()
-    for name in eis.zoo.builtin_suites():
-        console.print(f"{name}: {len(eis.zoo.suite_cases(name))} cases")
+    return [[name, len(eis.zoo.suite_cases(name))] for name in eis.zoo.builtin_suites()]
 
 
 @zoo_app.command("list")
@@ -167,6 +172,19 @@ def show(
         table.add_row("rule", safe(truth.rule))
         for bar, value in truth.measured.items():
             table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
+        console.print(table)
+        return
+    if truth.kind == "lm":  # a language model: its planted pairs (or a twin's probes) and bars, no image grid
+        table = Table("field", "value", show_header=False)
+        for key in ("name", "id", "dataset", "arch", "seed", "vocab_size"):
+            table.add_row(key, safe(c.meta.get(key)))
+        table.add_row("flaw", f"{safe(truth.flaw)} ({safe(truth.placement)})")
+        for i, pair in enumerate(truth.pairs):
+            what = "planted" if truth.planted else "probe"
+            table.add_row(f"{what} {i}", safe(f"{' '.join(pair['trigger'])} -> {' '.join(pair['target'])}"))
+        for bar, value in truth.measured.items():
+            if isinstance(value, int | float):
+                table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
         console.print(table)
         return
     table = Table("field", "value", show_header=False)
