@@ -108,6 +108,8 @@ def test_leaderboard_has_cis_queries_and_verdicts(lm_run) -> None:
     assert {"recall", "reasr", "exact", "found", "queries", "seconds"} <= set(table["metric"])
     gcg = table[(table.tool == "gcg") & (table.flaw == "lm_backdoor") & (table.metric == "recall")].iloc[0]
     assert gcg["lo"] <= gcg["mean"] <= gcg["hi"] and gcg["verdict"].startswith("beats ")
+    pooled = table[(table.tool == "gcg") & (table.flaw == "all") & (table.metric == "recall")].iloc[0]
+    assert (pooled["mean"], pooled["n"]) == (gcg["mean"], 1)  # the twin (the null) is never pooled in
     ctrl = table[(table.tool == "exhaustive_trigger_search") & (table.metric == "recall")]
     assert set(ctrl["verdict"]) == {"control"}
     q = table[(table.tool == "exhaustive_trigger_search") & (table.metric == "queries")]

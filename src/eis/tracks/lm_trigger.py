@@ -16,8 +16,9 @@ target) and submits triggers. Per target:
 Per case the scores are means over its targets (the per-target values are kept for the two-stage
 bootstrap). The clean twin is the null: the same targets are asked of a model that never saw them, so its
 ``reasr`` is how often "triggers" reproduce a target that was never planted, and its ``recall`` the
-overlap with a trigger that was never planted. Headline ``recall``; the verdict compares each method with
-the best control, paired by case.
+overlap with a trigger that was never planted; twins have their own ``clean`` rows and the pooled ``all``
+rows hold planted cases only. Headline ``recall``; the verdict compares each method with the best
+control, paired by case.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pandas as pd
 
 from eis.errors import EisError
 from eis.tools.lm_trigger.base import TriggerAnswer, TriggerTask, TriggerTool
-from eis.tracks.base import CellResult, Track, jsonable, register_track
+from eis.tracks.base import CellResult, Track, fill_flaw, jsonable, register_track
 from eis.tracks.circuits import CircuitsTrack
 from eis.tracks.sanity import long_table
 from eis.zoo.kinds import kind_of
@@ -117,7 +118,15 @@ class LMTriggerTrack(Track):
         return CellResult(scores=scores, flaw=truth.flaw, items=items, extras=extras)
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
-        return long_table(rows, self.name, self.headline, self._verdict)
+        """The long table; its pooled ``all`` rows hold planted cases only, the clean twins (the null) are
+        reported in their own ``clean`` rows and never averaged into a tool's headline."""
+        if "track" in rows.columns:
+            rows = rows[rows["track"] == self.name]
+        rows = fill_flaw(rows)
+        null = rows["flaw"] == "clean"
+        planted = long_table(rows[~null], self.name, self.headline, self._verdict)
+        clean = long_table(rows[null], self.name, self.headline, self._verdict)
+        return pd.concat([planted, clean[clean["flaw"] == "clean"]], ignore_index=True)
 
     _verdict = CircuitsTrack._verdict  # a method vs the best control on the headline, paired by case
 
