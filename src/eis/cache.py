@@ -5,7 +5,7 @@ synthesis judge) and the state of detectors that learn:
 
 - :func:`atomic_dir` writes a folder under a temporary name and renames it into place, so a killed
   process never leaves a half-written folder under the final name, and when two processes build the same
-  entry at once the first complete copy wins; :func:`write_text_atomic` does the same for one file
+  entry at once the first complete copy wins; :func:`eis.paths.write_text_atomic` does the same for one file
   (audit and repair pages, calibration tables).
 - :func:`cached_state` keeps learned tensors in ``EIS_HOME/<kind>/<digest of key>/``:
   ``weights.safetensors`` plus ``meta.json`` (the key, the SHA-256 of the weights, and notes). A key or
@@ -41,17 +41,6 @@ def sha256(path: Path) -> str:
 def digest(key: Any) -> str:
     """A short content address (16 hex digits) for a JSON-able key."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """``path.write_text(text)`` through a temporary file beside it and a rename: a killed or failed write
-    never leaves a partial file under the final name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Where eis keeps its cache (zoo artifacts, results store): ``EIS_HOME`` or a user cache directory."""
+"""Where eis keeps its cache (zoo artifacts, results store): ``EIS_HOME`` or a user cache directory; and
+writing one file there atomically. Imports no torch, so that listing commands stay fast."""
 
 from __future__ import annotations
 
@@ -14,3 +15,14 @@ def eis_home() -> Path:
     root = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("eis"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path.write_text(text)`` through a temporary file beside it and a rename: a killed or failed write
+    never leaves a partial file under the final name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

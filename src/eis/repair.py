@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from eis.cache import write_text_atomic
 from eis.errors import EisError
 from eis.health import check_model
+from eis.paths import write_text_atomic
 from eis.tools.base import make_tool
 from eis.tools.detection.base import Detection
 from eis.tools.repair.base import FLAG_THRESHOLD, RepairTool, neural_cleanse

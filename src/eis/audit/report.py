@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from eis.cache import write_text_atomic
+from eis.paths import write_text_atomic
 
 SUSPICIOUS, NO_EVIDENCE = "suspicious", "no evidence"
 STATUSES = ("ok", "refused", "failed", "not applicable")

@@ -6,41 +6,62 @@ import typer
 from rich.table import Table
 
 from eis.cli import app
-from eis.cli.common import console, user_errors
+from eis.cli.common import console, safe, user_errors
+from eis.cli.listing import cached_rows
 
 
 @app.command("tools")
 @user_errors
-def tools(family: str = typer.Option(None, "--family", help="attribution, detection or synthesis.")) -> None:
+def tools(
+    family: str = typer.Option(None, "--family", help="Only this family (attribution, detection, ...)."),
+) -> None:
     """List the registered tools (controls included) with their default settings."""
     from eis.errors import unknown
-    from eis.runner.plugins import load_builtins
-    from eis.tools.base import FAMILIES, TOOLS, list_tools
 
-    if family is not None and family not in FAMILIES:
-        raise unknown("family", family, FAMILIES)
-    load_builtins()
+    rows = cached_rows("tools", _tool_rows)
+    families = sorted({row[1] for row in rows})
+    if family is not None and family not in families:
+        raise unknown("family", family, families)
     table = Table("tool", "family", "control", "default settings")
-    for name in list_tools(family):
+    for row in rows:
+        if family is None or row[1] == family:
+            table.add_row(*(safe(cell) for cell in row))
+    console.print(table)
+
+
+def _tool_rows() -> list[list[str]]:
+    from eis.runner.plugins import load_builtins
+    from eis.tools.base import TOOLS, list_tools
+
+    load_builtins()
+    rows = []
+    for name in list_tools():
         cls = TOOLS.get(name)
         settings = ", ".join(f"{k}={v!r}" for k, v in cls().settings().items())
-        table.add_row(name, cls.family, "yes" if cls.control else "", settings)
-    console.print(table)
+        rows.append([name, cls.family, "yes" if cls.control else "", settings])
+    return rows
 
 
 @app.command("tracks")
 @user_errors
 def tracks() -> None:
     """List the registered tracks and the question each asks."""
+    table = Table("track", "family", "headline", "default", "question")
+    for row in cached_rows("tracks", _track_rows):
+        table.add_row(*(safe(cell) for cell in row))
+    console.print(table)
+
+
+def _track_rows() -> list[list[str]]:
     from eis.runner import DEFAULT_TRACKS
     from eis.runner.plugins import load_builtins
     from eis.tracks.base import TRACKS
 
     load_builtins()
-    table = Table("track", "family", "headline", "default", "question")
+    rows = []
     for name in TRACKS.names():
         track = TRACKS.get(name)
-        table.add_row(
-            name, track.family, track.headline, "yes" if name in DEFAULT_TRACKS else "", track.summary
+        rows.append(
+            [name, track.family, track.headline, "yes" if name in DEFAULT_TRACKS else "", track.summary]
         )
-    console.print(table)
+    return rows

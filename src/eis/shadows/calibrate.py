@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from eis.cache import digest, write_text_atomic
+from eis.cache import digest
 from eis.errors import EisError
+from eis.paths import write_text_atomic
 from eis.shadows.recipe import ShadowRecipe, draw_flaw, fitting_kinds
 from eis.shadows.setup import UserArch, exported, register_arch, register_data
 

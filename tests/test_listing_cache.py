@@ -1,0 +1,55 @@
+"""Listings (``eis tools``, ``eis tracks``, ``eis zoo suites``) answer from a cache keyed by what their rows
+are computed from, and rebuild whenever that changes."""
+
+from __future__ import annotations
+
+import os
+
+from typer.testing import CliRunner
+
+from eis.cli import app, listing
+
+
+def test_rows_are_built_once_per_fingerprint(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EIS_HOME", str(tmp_path))
+    monkeypatch.delenv("EIS_PLUGINS", raising=False)
+    calls = []
+
+    def build() -> list[list[str]]:
+        calls.append(1)
+        return [["a", str(len(calls))]]
+
+    assert listing.cached_rows("x", build) == [["a", "1"]]
+    assert listing.cached_rows("x", build) == [["a", "1"]] and len(calls) == 1  # from the cache
+    monkeypatch.setattr(listing, "fingerprint", lambda: "another")
+    assert listing.cached_rows("x", build) == [["a", "2"]]  # the code changed: rebuilt
+    (tmp_path / "listings" / "x.json").write_text("{not json")
+    assert listing.cached_rows("x", build) == [["a", "3"]]  # a damaged cache: rebuilt
+    monkeypatch.setenv("EIS_PLUGINS", "some_module")
+    assert listing.cached_rows("x", build) == [["a", "4"]]  # plugins from the environment: never cached
+    assert listing.cached_rows("x", build) == [["a", "5"]]
+
+
+def test_the_fingerprint_follows_source_files(tmp_path) -> None:
+    (tmp_path / "pkg").mkdir()
+    src = tmp_path / "pkg" / "tools.py"
+    src.write_text("x = 1\n")
+    before = listing._tree_state(tmp_path)
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+    assert listing._tree_state(tmp_path) != before
+    src.write_text("x = 12\n")
+    assert listing._tree_state(tmp_path)[0][1] == 7
+    assert listing.fingerprint() == listing.fingerprint()
+
+
+def test_cached_listings_print_what_a_fresh_build_prints(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EIS_HOME", str(tmp_path))
+    monkeypatch.delenv("EIS_PLUGINS", raising=False)
+    runner = CliRunner()
+    for args in (["tools"], ["tools", "--family", "detection"], ["tracks"]):
+        fresh = runner.invoke(app, args, terminal_width=400)
+        cached = runner.invoke(app, args, terminal_width=400)
+        assert fresh.exit_code == cached.exit_code == 0, fresh.output
+        assert fresh.output == cached.output and "neural_cleanse" in runner.invoke(app, ["tools"]).output
+    bad = runner.invoke(app, ["tools", "--family", "nope"])
+    assert bad.exit_code == 2 and "valid: attribution" in bad.output
