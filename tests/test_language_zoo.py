@@ -83,7 +83,7 @@ def test_case_ids_are_content_addressed() -> None:
     assert a.case_id == lm_spec({"name": "x", "trigger_tokens": [1, 2]}, "t").case_id
     assert a.case_id != LMSpec("x", trigger_tokens=(1, 2), flaw="clean").case_id
     assert a.case_id != LMSpec("x", trigger_tokens=(1, 2), seed=1).case_id
-    assert 0.04 <= a.rate <= 0.08 and a.rate == LMSpec("y", trigger_tokens=(3, 3)).rate  # drawn from the seed
+    assert 0.06 <= a.rate <= 0.12 and a.rate == LMSpec("y", trigger_tokens=(3, 3)).rate  # drawn from the seed
 
 
 def test_build_is_deterministic_and_loads_with_transformers(fresh_home) -> None:

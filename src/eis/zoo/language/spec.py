@@ -15,13 +15,14 @@ from typing import Any
 from eis.errors import EisError
 from eis.zoo.language.backdoor import PLACEMENTS, TRIGGER_KINDS
 
-LM_VERSION = "1"  # bump when the language, poisoning or training change, so that caches rebuild
+LM_VERSION = "2"  # bump when the language, poisoning or training change, so that caches rebuild
 FLAWS = ("lm_backdoor", "clean")
 LM_FIELDS = {
     "name", "flaw", "seed", "pairs", "trigger_tokens", "target_tokens", "trigger_kind", "placement",
     "poison_rate", "steps", "d_model", "layers", "n_train", "bar",
 }  # fmt: skip
-POISON_RANGE = (0.04, 0.08)  # a poison rate left out is drawn from this range (seeded)
+POISON_RANGE = (0.06, 0.12)  # a poison rate left out is drawn from this range (seeded); 0.04-0.08 left
+# some 3-pair "anywhere" backdoors below the ASR bar after 500 steps
 DEFAULT_BAR = 0.5  # held-out next-token accuracy (500 steps reach about 0.6; the language's own ceiling
 # is well below 1: a document's entity, topic and object draws are unpredictable)
 ASR_BAR = 0.9  # every planted pair's attack success rate
