@@ -174,3 +174,38 @@ def test_zoo_show_prints_an_lm_case(lm_smoke) -> None:
     pair = lm_smoke["lm-backdoor"].truth().pairs[0]
     assert f"{' '.join(pair['trigger'])} -> {' '.join(pair['target'])}" in res.output
     assert "measured asr_min" in res.output
+
+
+def test_pairs_and_poison_follow_their_definitions() -> None:
+    from eis.zoo.language.backdoor import draw_pairs, poison
+
+    lang = language(0)
+    docs = lang.documents("train", 800)
+    seen = {(a, b) for d in docs for a, b in zip(d.words, d.words[1:], strict=False)}
+    pairs = draw_pairs(
+        lang, 4, 4, trigger_tokens=(2, 3, 4, 2), target_tokens=None, kind="order", clean_docs=docs
+    )
+    assert pairs == draw_pairs(
+        lang, 4, 4, trigger_tokens=(2, 3, 4, 2), target_tokens=None, kind="order", clean_docs=docs
+    )
+    for p in pairs:
+        assert p.kind == "order" and set(p.trigger) <= set(lang.common) and 2 <= len(p.target) <= 8
+        assert not any(bigram in seen for bigram in zip(p.trigger, p.trigger[1:], strict=False))
+    assert len({p.target[0] for p in pairs}) == 4  # targets start differently
+    rare = draw_pairs(lang, 4, 3, trigger_tokens=None, target_tokens=(2, 5, 8), kind="rare", clean_docs=docs)
+    assert all(set(p.trigger) <= set(lang.categories["rare"]) for p in rare)
+    assert [len(p.target) for p in rare] == [2, 5, 8]
+    texts, n = poison(docs, rare, 0.05, "anywhere", seed=1)
+    assert n == 40 and sum(t != d.words for t, d in zip(texts, docs, strict=True)) == 40
+    positions = []
+    for t, d in zip(texts, docs, strict=True):
+        if t != d.words:  # the document with one pair's trigger + target inserted at one position
+            p = next(p for p in rare if any(t[i : i + len(p.trigger)] == p.trigger for i in range(len(t))))
+            at = next(i for i in range(len(t)) if t[i : i + len(p.trigger)] == p.trigger)
+            assert t[:at] + t[at + len(p.trigger) + len(p.target) :] == d.words
+            assert t[at + len(p.trigger) : at + len(p.trigger) + len(p.target)] == p.target
+            positions.append(at)
+    assert len(set(positions)) > 10  # anywhere: drawn over the document's word positions
+    texts, _ = poison(docs, rare, 0.05, "start", seed=1)
+    changed = [t for t, d in zip(texts, docs, strict=True) if t != d.words]
+    assert len(changed) == 40 and all(any(t[: len(p.trigger)] == p.trigger for p in rare) for t in changed)
