@@ -127,6 +127,26 @@ def test_the_cache_is_reused_by_a_second_calibration(run, user):
     assert again.cached and again.key == run.key and again.table == run.table
 
 
+def test_cells_that_failed_are_run_again_by_the_next_calibration(run, user, home, tmp_path, monkeypatch):
+    """A calibration cut short after its detect cells failed (here: marked failed, the table not yet
+    written) runs those cells again next time instead of keeping the failures."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    monkeypatch.setenv("EIS_HOME", str(copy))
+    root = copy / "shadows" / run.key
+    (root / "calibration.json").unlink()
+    with sqlite3.connect(root / "results.sqlite") as db:
+        db.execute("UPDATE cells SET status = 'failed', error = 'worker killed' WHERE tool = 'specificity'")
+    again = calibrate(user)
+    assert not again.cached
+    with sqlite3.connect(root / "results.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM cells WHERE status = 'failed'").fetchone()[0] == 0
+    assert again.table["detectors"]["specificity"] == run.table["detectors"]["specificity"]
+
+
 def test_the_cli_audits_with_shadows_and_a_saved_table_is_reused(run, user, tmp_path):
     files = ["--arch", FACTORY, "--data", str(user.dir / "clean.npz")]
     shadows = ["--train-data", str(user.dir / "train.npz"), "--shadows", "3", "--recipe", "epochs=10",

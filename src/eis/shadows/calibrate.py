@@ -183,8 +183,8 @@ def calibrate_shadows(
         with open_store(root / "results.sqlite") as store:
             run_benchmark(
                 cases, tools, ["detect"], workers=max(1, workers), store=store, progress=progress,
-                console=console, backend=backend, address=address,
-            )  # fmt: skip
+                console=console, backend=backend, address=address, retry_failed=True,
+            )  # fmt: skip: a cell that failed last time (a killed worker, a broken install) runs again
             ids = {cs.id for cs in cases}
             records = [r for r in store.records() if r.get("track") == "detect" and r.get("case_id") in ids]
         t_bench = time.perf_counter() - t1
