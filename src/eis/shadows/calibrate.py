@@ -181,10 +181,11 @@ def calibrate_shadows(
         _enough(cases, misses, recipe)
         t1 = time.perf_counter()
         with open_store(root / "results.sqlite") as store:
+            # retry_failed: a cell that failed last time (a killed worker, a broken install) runs again
             run_benchmark(
                 cases, tools, ["detect"], workers=max(1, workers), store=store, progress=progress,
                 console=console, backend=backend, address=address, retry_failed=True,
-            )  # fmt: skip: a cell that failed last time (a killed worker, a broken install) runs again
+            )  # fmt: skip
             ids = {cs.id for cs in cases}
             records = [r for r in store.records() if r.get("track") == "detect" and r.get("case_id") in ids]
         t_bench = time.perf_counter() - t1
