@@ -105,3 +105,16 @@ def test_toy_case_reads_the_hidden_layer() -> None:
     keep = truth.represented
     assert keep.float().mean() >= 0.5
     torch.testing.assert_close(truth.dictionary[keep], w[keep] / w[keep].norm(dim=1, keepdim=True))
+
+
+def test_cli_lists_and_shows_a_feature_case() -> None:
+    from typer.testing import CliRunner
+
+    from eis.cli import app
+
+    spec = FeatureSpec("feat-cli", n_features=10, d=5, n_train=256, n_eval=64)
+    build_case(spec)
+    listed = CliRunner().invoke(app, ["zoo", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "feat-cli" in listed.output, listed.output
+    shown = CliRunner().invoke(app, ["zoo", "show", "feat-cli"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "n_features" in shown.output and "mean_l0" in shown.output, shown.output

@@ -140,7 +140,7 @@ def list_cases() -> None:
             safe(case.dataset),
             safe(case.arch),
             safe(case.meta.get("population") or ""),
-            f"{case.meta['clean_accuracy']:.3f}",
+            f"{case.meta['clean_accuracy']:.3f}" if "clean_accuracy" in case.meta else "",
         )
     console.print(table)
 
@@ -185,6 +185,14 @@ def show(
         for bar, value in truth.measured.items():
             if isinstance(value, int | float):
                 table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
+        console.print(table)
+        return
+    if truth.kind == "features":  # activations of a known sparse dictionary: its spec and bars, no image grid
+        table = Table("field", "value", show_header=False)
+        for key, value in truth.spec.items():
+            table.add_row(safe(key), safe(value))
+        for bar, value in truth.measured.items():
+            table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
         console.print(table)
         return
     table = Table("field", "value", show_header=False)
