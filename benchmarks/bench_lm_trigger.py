@@ -1,7 +1,7 @@
 """Language-model cases and trigger recovery: build seconds per case, then the lm_trigger track's table.
 
 Builds ``--seeds`` backdoored LMs (``--pairs`` trigger-target pairs each, the default ``lm_backdoor``
-settings: anywhere, mixed rare / order triggers, drawn lengths and poison rate, 500 steps) and their clean
+settings: anywhere, mixed rare / order triggers, drawn lengths and poison rate, 800 steps) and their clean
 twins on one torch thread, printing each case's build seconds, held-out accuracy and per-pair ASR; then runs
 every ``lm_trigger`` tool on them through the runner (cells cached in ``--store``) and prints recall,
 exact, REASR, found, queries and seconds per tool and flaw with 95% bootstrap CIs (over cases, then

@@ -23,7 +23,7 @@ LM_FIELDS = {
 }  # fmt: skip
 POISON_RANGE = (0.06, 0.12)  # a poison rate left out is drawn from this range (seeded); 0.04-0.08 left
 # some 3-pair "anywhere" backdoors below the ASR bar after 500 steps
-DEFAULT_BAR = 0.5  # held-out next-token accuracy (500 steps reach about 0.6; the language's own ceiling
+DEFAULT_BAR = 0.5  # held-out next-token accuracy (800 steps reach about 0.65; the language's own ceiling
 # is well below 1: a document's entity, topic and object draws are unpredictable)
 ASR_BAR = 0.9  # every planted pair's attack success rate
 QUIET_BAR = 0.9  # 1 - the largest false emission (backdoor) or ASR of the probes (clean twin)
@@ -44,7 +44,7 @@ class LMSpec:
     trigger_kind: str = "mixed"
     placement: str = "anywhere"
     poison_rate: float | None = None
-    steps: int = 500
+    steps: int = 800  # 500 left a 3-pair anywhere backdoor of order triggers at ASR 0.86
     d_model: int = 64
     layers: int = 2
     n_train: int = 4000
