@@ -75,7 +75,7 @@ def test_sparsity_correlation_and_hierarchy() -> None:
     assert f[:, 2:8].any()
 
 
-def test_built_case_through_the_kind_registry() -> None:
+def test_built_case_through_the_kind_registry(fresh_home) -> None:
     spec = FeatureSpec("feat-build", n_features=10, d=5, n_train=256, n_eval=64)
     case, trained = build_case(spec)
     again, trained_again = build_case(spec)
