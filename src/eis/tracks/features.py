@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, paired_bootstrap_ci, verdict
@@ -176,6 +177,9 @@ class FeaturesTrack(Track):
                 float(np.mean(chance)), color="grey", linestyle="--", linewidth=1, label="chance (random)"
             )
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("L0: latents firing per input (log scale)")
         ax.set_ylabel("matched MCC vs the true dictionary")
         ax.set_ylim(0, 1.02)
