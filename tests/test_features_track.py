@@ -66,3 +66,4 @@ def test_figure_and_report(rows, tmp_path) -> None:
 def test_case_groups() -> None:
     assert case_group({"source": "synthetic"}) == "synthetic"
     assert case_group({"source": "toy", "parents": 2, "correlation": 0.5}) == "toy/hierarchical/correlated"
+    assert case_group({"source": "synthetic", "parents": 8, "zipf": 1.0}) == "synthetic/hierarchical/zipf"

@@ -8,7 +8,7 @@ import torch
 from eis.errors import EisError
 from eis.zoo.build import build_case, open_case
 from eis.zoo.features.case import FeatureCase
-from eis.zoo.features.generate import generate, sample_features, stream
+from eis.zoo.features.generate import firing_probabilities, generate, sample_features, stream
 from eis.zoo.features.spec import FeatureSpec, features_spec
 from eis.zoo.suites import load_suite
 
@@ -38,6 +38,7 @@ def test_smoke_suite_holds_feature_cases() -> None:
         ({"name": "x", "correlation": 1.0}, "correlation must be below 1"),
         ({"name": "x", "parents": 8, "children": 4}, "need 40 features, more than n_features (32)"),
         ({"name": "x", "seed": -1}, "seed must be an integer in [0, 2147483648]"),
+        ({"name": "x", "zipf": -1}, "zipf must be a number in [0.0, 4.0]"),
     ],
 )
 def test_bad_entries_give_one_line(entry: dict, message: str) -> None:
@@ -73,6 +74,17 @@ def test_sparsity_correlation_and_hierarchy() -> None:
     assert not (kids & ~f[:, :1]).any()  # a child never fires without its parent
     assert abs(kids[f[:, 0]].float().mean().item() - 0.5) < 0.03
     assert f[:, 2:8].any()
+
+
+def test_power_law_firing_rates() -> None:
+    spec = FeatureSpec("z", n_features=16, d=8, p_active=0.05, zipf=1.0)
+    p = firing_probabilities(spec)
+    assert p.mean().item() == pytest.approx(0.05) and p[0] / p[1] == pytest.approx(2.0)
+    f = sample_features(spec, 40000, stream(0, "t")) > 0
+    rates = f.double().mean(0)
+    assert abs(rates[0].item() - p[0].item()) < 0.01 and abs(rates[-1].item() - p[-1].item()) < 0.005
+    assert (firing_probabilities(FeatureSpec("u", p_active=0.05)) == 0.05).all()
+    assert FeatureSpec("u").case_id != FeatureSpec("u", zipf=1.0).case_id
 
 
 def test_built_case_through_the_kind_registry(fresh_home) -> None:

@@ -43,12 +43,15 @@ if TYPE_CHECKING:
 
 
 def case_group(spec: dict[str, Any]) -> str:
-    """The leaderboard group of a case: its source, and whether its features are hierarchical/correlated."""
+    """The leaderboard group of a case: its source, and whether its features are hierarchical, correlated or
+    power-law distributed."""
     parts = [str(spec.get("source", "synthetic"))]
     if spec.get("parents"):
         parts.append("hierarchical")
     if spec.get("correlation"):
         parts.append("correlated")
+    if spec.get("zipf"):
+        parts.append("zipf")
     return "/".join(parts)
 
 

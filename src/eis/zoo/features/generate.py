@@ -38,6 +38,15 @@ def hierarchy(spec: FeatureSpec) -> dict[int, list[int]]:
     return {p: [first + p * spec.children + c for c in range(spec.children)] for p in range(spec.parents)}
 
 
+def firing_probabilities(spec: FeatureSpec) -> torch.Tensor:
+    """(n_features,) float64: ``p_active`` each, or a power law with mean ``p_active`` (``zipf`` > 0)."""
+    n = spec.n_features
+    if not spec.zipf:
+        return torch.full((n,), spec.p_active, dtype=torch.float64)
+    w = torch.arange(1, n + 1, dtype=torch.float64) ** -spec.zipf
+    return (spec.p_active * w / w.mean()).clamp(max=1.0)
+
+
 def sample_features(spec: FeatureSpec, rows: int, gen: torch.Generator) -> torch.Tensor:
     """(rows, n_features) non-negative feature activations (see the module docstring)."""
     n = spec.n_features
@@ -45,7 +54,7 @@ def sample_features(spec: FeatureSpec, rows: int, gen: torch.Generator) -> torch
     if spec.correlation > 0:  # pairs (0, 1), (2, 3), ... share a latent Gaussian
         shared = torch.randn(rows, (n + 1) // 2, generator=gen, dtype=torch.float64).repeat_interleave(2, 1)
         z = math.sqrt(spec.correlation) * shared[:, :n] + math.sqrt(1 - spec.correlation) * z
-    fires = z < torch.special.ndtri(torch.tensor(spec.p_active, dtype=torch.float64))
+    fires = z < torch.special.ndtri(firing_probabilities(spec))
     coin = torch.rand(rows, n, generator=gen) < spec.p_child
     for parent, kids in hierarchy(spec).items():
         fires[:, kids] = coin[:, kids] & fires[:, parent : parent + 1]

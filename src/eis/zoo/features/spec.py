@@ -13,7 +13,7 @@ FEATURES_VERSION = "1"  # bump when generation or the toy model's training chang
 SOURCES = ("synthetic", "toy")
 FEATURE_FIELDS = {
     "name", "source", "seed", "n_features", "d", "p_active", "correlation", "parents", "children",
-    "p_child", "magnitude_spread", "noise", "importance_decay", "n_train", "n_eval", "steps",
+    "p_child", "magnitude_spread", "noise", "importance_decay", "n_train", "n_eval", "steps", "zipf",
 }  # fmt: skip
 
 
@@ -25,7 +25,9 @@ class FeatureSpec:
       hidden layer of Elhage et al.'s ReLU output model, trained for ``steps`` on the features, weighting
       feature i by ``importance_decay ** i``; its learned embedding is the dictionary).
     - Each feature fires with probability ``p_active``; a firing feature has a magnitude drawn uniformly in
-      ``[1 - magnitude_spread, 1 + magnitude_spread]``.
+      ``[1 - magnitude_spread, 1 + magnitude_spread]``. With ``zipf`` = s > 0 the firing probabilities
+      follow a power law instead, feature i's proportional to (i + 1) ** -s, scaled so that their mean is
+      ``p_active`` (each capped at 1): a few frequent features and a long tail of rare ones.
     - ``correlation``: features come in pairs whose firing is correlated through a Gaussian copula with
       this latent correlation (0 = independent).
     - Hierarchy (for feature absorption): the first ``parents`` features each have ``children`` child
@@ -49,6 +51,7 @@ class FeatureSpec:
     n_train: int = 8192
     n_eval: int = 2048
     steps: int = 2000
+    zipf: float = 0.0
     population: str | None = None  # feature cases are never population members
     role: str | None = None
 
@@ -71,7 +74,7 @@ class FeatureSpec:
         floats = (
             ("p_active", 0.0, 1.0, False), ("correlation", 0.0, 1.0, True), ("p_child", 0.0, 1.0, False),
             ("magnitude_spread", 0.0, 1.0, True), ("noise", 0.0, 10.0, True),
-            ("importance_decay", 0.0, 1.0, False),
+            ("importance_decay", 0.0, 1.0, False), ("zipf", 0.0, 4.0, True),
         )  # fmt: skip
         for key, low, high, closed_low in floats:
             v = getattr(self, key)
@@ -94,9 +97,10 @@ class FeatureSpec:
         return self
 
     def content(self) -> dict[str, Any]:
-        own = sorted(FEATURE_FIELDS - {"importance_decay", "steps"}) + (
+        own = sorted(FEATURE_FIELDS - {"importance_decay", "steps", "zipf"}) + (
             ["importance_decay", "steps"] if self.source == "toy" else []
         )
+        own += ["zipf"] if self.zipf else []  # cases without it keep the ids they had before it existed
         return {
             "features_version": FEATURES_VERSION,
             "kind": "features",
