@@ -130,3 +130,15 @@ def test_cli_lists_and_shows_a_feature_case() -> None:
     assert listed.exit_code == 0 and "feat-cli" in listed.output, listed.output
     shown = CliRunner().invoke(app, ["zoo", "show", "feat-cli"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "n_features" in shown.output and "mean_l0" in shown.output, shown.output
+
+
+def test_cli_refuses_a_bad_features_table_in_one_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from eis.cli import app
+
+    suite = tmp_path / "bad.toml"
+    suite.write_text('[[features]]\nname = "x"\nn_features = 8\nd = 8\n')
+    result = CliRunner().invoke(app, ["zoo", "build", str(suite)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "d (8) must be below n_features (8)" in result.output
