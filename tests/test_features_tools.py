@@ -152,3 +152,22 @@ def test_topk_and_batch_topk_keep_the_right_entries() -> None:
     assert torch.equal(topk_per_row(z, 1), torch.tensor([[3.0, 0, 0], [0.5, 0, 0]]))
     assert torch.equal(topk_batch(z, 1), torch.tensor([[3.0, 0, 2.0], [0, 0, 0]]))  # 2 largest of the batch
     assert fm.l0(topk_batch(z, 1)) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "message"),
+    [
+        ("sae_topk", {"k": 0}, "sae_topk: setting k must be an integer >= 1, got 0"),
+        ("sae_batchtopk", {"k": 1.5}, "sae_batchtopk: setting k must be an integer >= 1, got 1.5"),
+        ("sae_relu_l1", {"l1": -0.1}, "sae_relu_l1: setting l1 must be a number >= 0, got -0.1"),
+        ("sae_jumprelu", {"bandwidth": 0}, "sae_jumprelu: setting bandwidth must be a number > 0, got 0"),
+        ("sae_matryoshka", {"steps": 0}, "sae_matryoshka: setting steps must be an integer >= 1, got 0"),
+        ("sae_topk", {"lr": float("nan")}, "sae_topk: setting lr must be a number > 0, got nan"),
+        ("probe", {"l2": -1}, "probe: setting l2 must be a number >= 0, got -1"),
+        ("ica", {"max_iter": 0}, "ica: setting max_iter must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_sae_settings_give_one_line(name: str, settings: dict, message: str) -> None:
+    with pytest.raises(EisError) as exc:
+        make_tool(name, **settings).find(contract_task(supervised=True))
+    assert str(exc.value) == message

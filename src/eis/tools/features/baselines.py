@@ -14,14 +14,21 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import ClassVar
 
 import numpy as np
 import torch
 
+from eis.errors import EisError
 from eis.tools.base import register_tool
 from eis.tools.features.base import FeatureTask, FeatureTool, FoundFeatures, unit_rows
+
+
+def _check_int(tool: str, key: str, v: object) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise EisError(f"{tool}: setting {key} must be an integer >= 1, got {v!r}")
 
 
 def _skew_signs(acts: torch.Tensor) -> torch.Tensor:
@@ -39,6 +46,9 @@ class LogisticProbe(FeatureTool):
     max_iter: int = 50
 
     def find(self, task: FeatureTask) -> FoundFeatures:
+        _check_int(self.name, "max_iter", self.max_iter)
+        if isinstance(self.l2, bool) or not isinstance(self.l2, int | float) or not 0 <= self.l2 < math.inf:
+            raise EisError(f"{self.name}: setting l2 must be a number >= 0, got {self.l2!r}")
         task.check(supervised=True)
         assert task.labels is not None
         y = task.labels[:, : task.width].detach().cpu().double()
@@ -114,6 +124,7 @@ class ICADirections(FeatureTool):
     def find(self, task: FeatureTask) -> FoundFeatures:
         from sklearn.decomposition import FastICA
 
+        _check_int(self.name, "max_iter", self.max_iter)
         task.check()
         x = task.train.detach().cpu().double().numpy()
         m = min(task.width, x.shape[1])

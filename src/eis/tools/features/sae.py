@@ -23,10 +23,12 @@ dimensions and averaged over the batch, plus the objective's sparsity term:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
 
+from eis.errors import EisError
 from eis.tools.base import register_tool
 from eis.tools.features.base import FeatureTask, FeatureTool, FoundFeatures, unit_rows
 
@@ -63,6 +65,9 @@ class _JumpReLU(torch.autograd.Function):
         return grad * (z > theta).to(z.dtype), (-grad * kernel * theta / ctx.eps).sum(0), None
 
 
+_INTEGER_SETTINGS = {"steps", "batch_size", "latents", "k", "levels"}
+
+
 def topk_per_row(z: torch.Tensor, k: int) -> torch.Tensor:
     """ReLU of ``z`` keeping only each row's ``k`` largest entries."""
     k = min(k, z.shape[1])
@@ -88,6 +93,24 @@ class SparseAutoencoder(FeatureTool):
     latents: int = 0  # 0 = the task's width
     sparse: ClassVar[bool] = True
 
+    def _limits(self) -> dict[str, tuple[float, bool]]:
+        """Setting -> (lower bound, whether the bound itself is allowed); every setting is a finite number."""
+        return {"steps": (1, True), "batch_size": (1, True), "lr": (0, False), "latents": (0, True)}
+
+    def _check_settings(self) -> None:
+        for key, (low, closed) in self._limits().items():
+            v = getattr(self, key)
+            integer = key in _INTEGER_SETTINGS
+            ok = (
+                isinstance(v, int if integer else int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+            )
+            if not ok or not (v >= low if closed else v > low):
+                what = "an integer" if integer else "a number"
+                bound = f">= {low}" if closed else f"> {low}"
+                raise EisError(f"{self.name}: setting {key} must be {what} {bound}, got {v!r}")
+
     # -- what an objective defines ----------------------------------------------------------------------
     def _extra(self, m: int) -> dict[str, torch.Tensor]:
         """Extra trainable tensors (a JumpReLU's log thresholds)."""
@@ -110,6 +133,7 @@ class SparseAutoencoder(FeatureTool):
 
     # -- the shared trainer -----------------------------------------------------------------------------
     def find(self, task: FeatureTask) -> FoundFeatures:
+        self._check_settings()
         task.check()
         m = self.latents or task.width
         m = min(m, task.width)
@@ -161,6 +185,9 @@ class ReluL1SAE(SparseAutoencoder):
     summary: ClassVar[str] = "sparse autoencoder, ReLU + L1 penalty (Bricken et al. 2023)"
     l1: float = 0.2
 
+    def _limits(self) -> dict[str, tuple[float, bool]]:
+        return super()._limits() | {"l1": (0, True)}
+
     def _penalty(self, z: torch.Tensor, f: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.l1 * f.sum(1).mean()
 
@@ -170,6 +197,9 @@ class TopKSAE(SparseAutoencoder):
     name: ClassVar[str] = "sae_topk"
     summary: ClassVar[str] = "sparse autoencoder, per-input TopK activation (Gao et al. 2024)"
     k: int = 2
+
+    def _limits(self) -> dict[str, tuple[float, bool]]:
+        return super()._limits() | {"k": (1, True)}
 
     def _encode_train(self, z: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return topk_per_row(z, self.k)
@@ -182,6 +212,9 @@ class BatchTopKSAE(SparseAutoencoder):
         "sparse autoencoder, BatchTopK activation, threshold at inference (Bussmann 2024)"
     )
     k: int = 2
+
+    def _limits(self) -> dict[str, tuple[float, bool]]:
+        return super()._limits() | {"k": (1, True)}
 
     def _extra(self, m: int) -> dict[str, torch.Tensor]:
         self._threshold = torch.zeros(())
@@ -210,6 +243,9 @@ class MatryoshkaSAE(BatchTopKSAE):
     )
     levels: int = 4
 
+    def _limits(self) -> dict[str, tuple[float, bool]]:
+        return super()._limits() | {"levels": (1, True)}
+
     def _recon_loss(self, x: torch.Tensor, f: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         m = f.shape[1]
         sizes = sorted({max(1, m >> i) for i in range(self.levels)})
@@ -224,6 +260,9 @@ class JumpReLUSAE(SparseAutoencoder):
     bandwidth: float = 0.1
     init_threshold: float = 0.2
     lr: float = 5e-3
+
+    def _limits(self) -> dict[str, tuple[float, bool]]:
+        return super()._limits() | {"l0": (0, True), "bandwidth": (0, False), "init_threshold": (0, False)}
 
     def _extra(self, m: int) -> dict[str, torch.Tensor]:
         return {
