@@ -13,7 +13,8 @@ from typing import Any
 
 from eis.results.store import FAILED, NOT_APPLICABLE, OK, Store, open_store
 from eis.runner.cells import DEFAULT_TRACKS, Cell, cell_key, cell_seed, expand
-from eis.runner.execute import Executor, run_cell, run_cells_to_store
+from eis.runner.dispatch import run_cells_to_store
+from eis.runner.execute import Executor, run_cell
 from eis.runner.plugins import SUITES, load_builtins, load_plugins, register_suite, resolve_suite
 
 __all__ = [
