@@ -295,6 +295,21 @@ def test_unknown_suite_exits_2():
     assert "unknown suite 'nosuch'; valid: " in result.output and "smoke" in result.output
 
 
+def test_every_kind_of_case_describes_itself(smoke):
+    """``eis zoo show`` prints ``Case.describe()``: each kind's own rows, no kind-specific code in the CLI."""
+    from eis.zoo.kinds import kind_of
+
+    seen = {}
+    for case in smoke.values():
+        rows = dict(case.describe())
+        assert rows and all(isinstance(k, str) for k in rows), case.name
+        seen[kind_of(case)] = rows
+    assert {"image", "circuit", "rule", "lm", "features"} <= set(seen)
+    assert "flaw" in seen["image"] and "rule" in seen["rule"] and "circuit" in seen["circuit"]
+    assert any(k.startswith(("planted", "probe")) for k in seen["lm"])
+    assert any(k.startswith("measured ") for k in seen["features"])
+
+
 def test_zoo_show_writes_a_grid(smoke, tmp_path):
     out = tmp_path / "grid.png"
     result = CliRunner().invoke(app, ["zoo", "show", "digits-cnn-natural", "--out", str(out)])

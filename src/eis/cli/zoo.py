@@ -153,55 +153,16 @@ def show(
 ) -> None:
     """Show a case's spec and measured bars, and write a PNG grid of clean vs triggered inputs with masks."""
     import eis.zoo
+    from eis.zoo.kinds import IMAGE, kind_of
     from eis.zoo.show import render_grid
 
     load_plugins()
     c = eis.zoo.load(case)
-    truth = c.truth()
-    if truth.kind == "circuit":  # a compiled transformer: its spec and circuit size, no image grid
-        table = Table("field", "value", show_header=False)
-        for key in ("name", "id", "arch", "ablation", "variant", "seed", "model_config"):
-            table.add_row(key, safe(c.meta.get(key)))
-        table.add_row("circuit", f"{len(truth.nodes)} components, {len(truth.edges)} edges")
-        console.print(table)
-        return
-    if truth.kind == "rule":  # a network trained on a secret rule: its spec, rule and bars
-        table = Table("field", "value", show_header=False)
-        for key in ("name", "id", "rule_kind", "family", "dataset", "arch", "seed"):
-            table.add_row(key, safe(c.meta.get(key)))
-        table.add_row("rule", safe(truth.rule))
-        for bar, value in truth.measured.items():
-            table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
-        console.print(table)
-        return
-    if truth.kind == "lm":  # a language model: its planted pairs (or a twin's probes) and bars, no image grid
-        table = Table("field", "value", show_header=False)
-        for key in ("name", "id", "dataset", "arch", "seed", "vocab_size"):
-            table.add_row(key, safe(c.meta.get(key)))
-        table.add_row("flaw", f"{safe(truth.flaw)} ({safe(truth.placement)})")
-        for i, pair in enumerate(truth.pairs):
-            what = "planted" if truth.planted else "probe"
-            table.add_row(f"{what} {i}", safe(f"{' '.join(pair['trigger'])} -> {' '.join(pair['target'])}"))
-        for bar, value in truth.measured.items():
-            if isinstance(value, int | float):
-                table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
-        console.print(table)
-        return
-    if truth.kind == "features":  # activations of a known sparse dictionary: its spec and bars, no image grid
-        table = Table("field", "value", show_header=False)
-        for key, value in truth.spec.items():
-            table.add_row(safe(key), safe(value))
-        for bar, value in truth.measured.items():
-            table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
-        console.print(table)
-        return
     table = Table("field", "value", show_header=False)
-    for key in ("name", "id", "dataset", "arch", "population", "role", "seed"):
-        table.add_row(key, safe(c.meta.get(key)))
-    table.add_row("flaw", safe(truth.spec["flaw"]))
-    table.add_row("training", safe(truth.spec["train"]))
-    for bar, value in truth.measured.items():
-        table.add_row(f"measured {safe(bar)}", f"{value:.3f}")
+    for key, value in c.describe():
+        table.add_row(safe(key), safe(value))
     console.print(table)
+    if kind_of(c) != IMAGE:  # compiled transformers, rule networks, language models, feature sets
+        return
     path = render_grid(c, out or Path(f"{c.name}.png"))
     console.print(f"grid written to {safe(path)}", highlight=False)

@@ -107,6 +107,23 @@ class Case:
         """The sealed ground truth. Tools never receive it; benchmark tracks score against it."""
         return _read_truth(self.root)
 
+    def describe(self) -> list[tuple[str, Any]]:
+        """The (field, value) rows ``eis zoo show`` prints: visible metadata, the flaw, the training and
+        the measured bars. Each kind of case describes itself (this is the image cases' description)."""
+        truth = self.truth()
+        keys = ("name", "id", "dataset", "arch", "population", "role", "seed")
+        rows = [(k, self.meta.get(k)) for k in keys]
+        return [*rows, ("flaw", truth.spec["flaw"]), ("training", truth.spec["train"]), *measured_rows(truth)]
+
+
+def measured_rows(truth: Any) -> list[tuple[str, str]]:
+    """A truth's numeric measured bars as ("measured <bar>", "0.123") rows."""
+    return [
+        (f"measured {bar}", f"{value:.3f}")
+        for bar, value in truth.measured.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+
 
 @functools.cache
 def _read_truth(root: Path) -> Truth:

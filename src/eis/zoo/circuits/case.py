@@ -50,6 +50,13 @@ class CircuitCase(Case):
     def ablation(self) -> str:
         return self.meta["ablation"]
 
+    def describe(self) -> list[tuple[str, Any]]:
+        """Its spec and the size of its circuit (no image grid)."""
+        truth = self.truth()
+        keys = ("name", "id", "arch", "ablation", "variant", "seed", "model_config")
+        size = f"{len(truth.nodes)} components, {len(truth.edges)} edges"
+        return [*((k, self.meta.get(k)) for k in keys), ("circuit", size)]
+
     def model(self, device: str | torch.device | None = None) -> HookedTransformer:
         model = HookedTransformer(self.config)
         model.load_state_dict(artifact.load_weights(self.root))

@@ -12,7 +12,7 @@ from torch import nn
 
 from eis.errors import EisError
 from eis.zoo import artifact
-from eis.zoo.case import Case
+from eis.zoo.case import Case, measured_rows
 from eis.zoo.features.generate import FeatureSource, ToyModel
 
 SPLITS = ("train", "eval")
@@ -54,6 +54,11 @@ class FeatureCase(Case):
     @property
     def width(self) -> int:
         return int(self.meta["width"])
+
+    def describe(self) -> list[tuple[str, Any]]:
+        """Its spec and the measured bars (no image grid)."""
+        truth = self.truth()
+        return [*truth.spec.items(), *measured_rows(truth)]
 
     def model(self, device: str | torch.device | None = None) -> nn.Module:
         """The activation source (and, for toy cases, the toy model whose hidden layer produced them)."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from eis.cache import sha256
 from eis.zoo import artifact
-from eis.zoo.case import Case
+from eis.zoo.case import Case, measured_rows
 from eis.zoo.language.grammar import Language, language
 
 
@@ -56,6 +56,16 @@ class LMCase(Case):
                 raise artifact.CorruptArtifact(
                     f"artifact {self.root.name}: {name} is missing or does not match"
                 )
+
+    def describe(self) -> list[tuple[str, Any]]:
+        """Its spec, the planted trigger-target pairs (a clean twin's probe pairs) and the measured bars."""
+        truth = self.truth()
+        rows = [(k, self.meta.get(k)) for k in ("name", "id", "dataset", "arch", "seed", "vocab_size")]
+        rows.append(("flaw", f"{truth.flaw} ({truth.placement})"))
+        what = "planted" if truth.planted else "probe"
+        for i, pair in enumerate(truth.pairs):
+            rows.append((f"{what} {i}", f"{' '.join(pair['trigger'])} -> {' '.join(pair['target'])}"))
+        return rows + measured_rows(truth)
 
     def model(self, device: str | torch.device | None = None) -> nn.Module:
         """The trained ``GPT2LMHeadModel`` in eval mode (on the CPU unless ``device`` says otherwise)."""

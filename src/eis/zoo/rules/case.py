@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eis.zoo import artifact
-from eis.zoo.case import Case, default_device
+from eis.zoo.case import Case, default_device, measured_rows
 from eis.zoo.datasets import get_dataset
 from eis.zoo.rules.models import all_pairs, new_model
 
@@ -76,6 +76,13 @@ class RuleCase(Case):
     @property
     def family(self) -> str:
         return self.meta["family"]
+
+    def describe(self) -> list[tuple[str, Any]]:
+        """Its spec, the secret rule and the measured bars."""
+        truth = self.truth()
+        keys = ("name", "id", "rule_kind", "family", "dataset", "arch", "seed")
+        rows = [(k, self.meta.get(k)) for k in keys]
+        return [*rows, ("rule", truth.rule), *measured_rows(truth)]
 
     def model(self, device: str | torch.device | None = None) -> nn.Module:
         model = new_model(self.kind, self.meta)
