@@ -21,7 +21,7 @@ def test_rows_are_built_once_per_fingerprint(tmp_path, monkeypatch) -> None:
 
     assert listing.cached_rows("x", build) == [["a", "1"]]
     assert listing.cached_rows("x", build) == [["a", "1"]] and len(calls) == 1  # from the cache
-    monkeypatch.setattr(listing, "fingerprint", lambda: "another")
+    monkeypatch.setattr(listing, "fingerprint", lambda state=None: "another")
     assert listing.cached_rows("x", build) == [["a", "2"]]  # the code changed: rebuilt
     (tmp_path / "listings" / "x.json").write_text("{not json")
     assert listing.cached_rows("x", build) == [["a", "3"]]  # a damaged cache: rebuilt
@@ -53,3 +53,29 @@ def test_cached_listings_print_what_a_fresh_build_prints(tmp_path, monkeypatch) 
         assert fresh.output == cached.output and "neural_cleanse" in runner.invoke(app, ["tools"]).output
     bad = runner.invoke(app, ["tools", "--family", "nope"])
     assert bad.exit_code == 2 and "valid: attribution" in bad.output
+
+
+def test_the_built_cases_listing_follows_the_zoo(smoke, monkeypatch) -> None:
+    """``eis zoo list`` answers from the cache while the zoo's files are unchanged, and rebuilds its rows
+    when any changes (here: a damaged copy of a case appears, and is not listed)."""
+    import shutil
+
+    from eis.zoo import artifact
+
+    monkeypatch.delenv("EIS_PLUGINS", raising=False)
+    runner = CliRunner()
+    first = runner.invoke(app, ["zoo", "list"], terminal_width=400)
+    again = runner.invoke(app, ["zoo", "list"], terminal_width=400)
+    assert first.exit_code == again.exit_code == 0 and first.output == again.output
+    name = next(iter(smoke))
+    assert name in first.output
+    before = listing.zoo_state()
+    copy = artifact.zoo_dir() / "ffffffffffffffff"
+    shutil.copytree(smoke[name].root, copy)
+    try:
+        (copy / "model.safetensors").write_bytes(b"damaged")
+        assert listing.zoo_state() != before
+        after = runner.invoke(app, ["zoo", "list"], terminal_width=400)
+        assert after.exit_code == 0 and "ffffffffffffffff" not in after.output and name in after.output
+    finally:
+        shutil.rmtree(copy)

@@ -17,6 +17,13 @@ def eis_home() -> Path:
     return root
 
 
+def zoo_dir() -> Path:
+    """Where the zoo's case artifacts live: ``eis_home() / "zoo"``."""
+    path = eis_home() / "zoo"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """``path.write_text(text)`` through a temporary file beside it and a rename: a killed or failed write
     never leaves a partial file under the final name."""

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from eis.cli import app
 from eis.cli.common import console, err_console, safe, user_errors
-from eis.cli.listing import cached_rows
+from eis.cli.listing import cached_rows, zoo_state
 from eis.plugins import load_plugins
 from eis.progress import LineProgress, progress_display
 from eis.workers import check_backend, default_workers
@@ -129,20 +129,27 @@ def _suite_rows() -> list[list]:
 @user_errors
 def list_cases() -> None:
     """List the built cases in the cache (visible metadata only)."""
+    table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
+    for row in cached_rows("zoo-list", _case_rows, state=zoo_state()):
+        table.add_row(*(safe(cell) for cell in row))
+    console.print(table)
+
+
+def _case_rows() -> list[list[str]]:
     import eis.zoo
 
     load_plugins()  # cases of kinds added by plugins open only once their kind is registered
-    table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
-    for case in eis.zoo.list_built():
-        table.add_row(
-            safe(case.name),
-            safe(case.id),
-            safe(case.dataset),
-            safe(case.arch),
-            safe(case.meta.get("population") or ""),
+    return [
+        [
+            case.name,
+            case.id,
+            case.dataset,
+            case.arch,
+            case.meta.get("population") or "",
             f"{case.meta['clean_accuracy']:.3f}" if "clean_accuracy" in case.meta else "",
-        )
-    console.print(table)
+        ]
+        for case in eis.zoo.list_built()
+    ]
 
 
 @zoo_app.command("show")

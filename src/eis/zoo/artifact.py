@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from eis.cache import atomic_dir, sha256
 from eis.errors import EisError
-from eis.paths import eis_home
+from eis.paths import zoo_dir
 
 MANIFEST_SCHEMA = 1
 FILES = ("model.safetensors", "truth/truth.json", "truth/truth.safetensors")
@@ -34,12 +34,6 @@ _PACKED_NAME = re.compile(r"(truth/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a fil
 
 class CorruptArtifact(EisError):
     """An artifact whose files do not match the hashes in its manifest."""
-
-
-def zoo_dir() -> Path:
-    path = eis_home() / "zoo"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def case_dir(case_id: str) -> Path:
