@@ -141,3 +141,13 @@ def test_run_is_deterministic() -> None:
     a = SmallTrack().run(case, Exact(), seed=3)
     b = SmallTrack().run(case, Exact(), seed=3)
     assert a.items == b.items
+
+
+def test_faithfulness_applies_to_image_classifiers_only(smoke):
+    from eis.tracks.faithfulness import FaithfulnessTrack
+    from eis.zoo.kinds import kind_of
+
+    track = FaithfulnessTrack()
+    applied = {kind_of(c) for c in smoke.values() if track.applies_to(c)}
+    assert applied == {"image"}
+    assert {kind_of(c) for c in smoke.values()} > applied  # the other kinds exist and are left out

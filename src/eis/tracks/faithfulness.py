@@ -35,6 +35,7 @@ from eis.tracks.figures import curve_panels, mean_curves
 from eis.tracks.metrics import faithfulness as fm
 from eis.tracks.metrics.similarity import normalize_abs
 from eis.tracks.sanity import cell_groups, long_table, predict
+from eis.zoo.kinds import IMAGE, kind_of
 
 if TYPE_CHECKING:
     from eis.tools.base import AttributionTool, Tool
@@ -108,8 +109,8 @@ class FaithfulnessTrack(Track):
     n_resamples: ClassVar[int] = 1000
 
     def applies_to(self, case: Case) -> bool:
-        # a model trained on permuted labels has no prediction worth explaining
-        return standalone(case) and case.truth().kind not in ("label_permutation", "circuit", "rule", "lm")
+        # image classifiers only; a model trained on permuted labels has no prediction worth explaining
+        return kind_of(case) == IMAGE and standalone(case) and case.truth().kind != "label_permutation"
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         model = case.model()
