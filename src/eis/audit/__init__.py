@@ -3,7 +3,8 @@
 ``eis.audit(model, x, y, inputs=...)`` (this module is callable) or :func:`audit` returns an
 :class:`AuditReport`; ``report.write(out_dir)`` writes ``audit.html`` and ``audit.json``. The track
 records come from a calibration table (:mod:`eis.audit.calibration`) built from a results store by
-``eis calibrate``; a default one ships with the package.
+``eis calibrate``; a default one ships with the package. :func:`audit_lm` audits a causal language model
+(:mod:`eis.audit.lm`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import types
 from typing import Any
 
 from eis.audit.calibration import build_calibration, load_calibration, save_calibration
+from eis.audit.lm import LMAuditReport, audit_lm
 from eis.audit.report import AuditReport, DetectorResult, ScreenedInput
 from eis.audit.run import VERDICT_RULE, audit, decide
 
@@ -20,8 +22,10 @@ __all__ = [
     "VERDICT_RULE",
     "AuditReport",
     "DetectorResult",
+    "LMAuditReport",
     "ScreenedInput",
     "audit",
+    "audit_lm",
     "build_calibration",
     "decide",
     "load_calibration",

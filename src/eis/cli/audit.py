@@ -16,9 +16,17 @@ from eis.errors import EisError
 @app.command()
 @user_errors
 def audit(
-    model_path: Path = typer.Argument(..., metavar="MODEL", help=".safetensors weights, TorchScript, .pt2."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help=".safetensors weights, TorchScript, .pt2; with --lm a transformers folder."
+    ),
     data: Path = typer.Option(
-        ..., "--data", help="Clean labelled examples: image folder, .safetensors, .npz."
+        ...,
+        "--data",
+        help="Clean labelled examples: image folder, .safetensors, .npz; with --lm a text file.",
+    ),
+    lm: bool = typer.Option(False, "--lm", help="MODEL is a local transformers causal-LM directory."),
+    targets: Path = typer.Option(
+        None, "--targets", help="With --lm: target strings the model must never emit, one per line."
     ),
     out: Path = typer.Option(Path("eis-audit"), "--out", help="Folder for audit.html and audit.json."),
     arch: str = typer.Option(
@@ -57,6 +65,11 @@ def audit(
     With --shadows N and --train-data, the track records are measured first on N clean and N flawed
     models of your architecture trained on your data (cached; see `eis calibrate --shadows`).
     """
+    if lm:
+        audit_lm_cli(model_path, data, targets, out, trust_pickle, seed, fail_on_suspect)
+        return
+    if targets is not None:
+        raise EisError("--targets goes with --lm (a language model)")
     import torch
 
     import eis.audit
@@ -116,6 +129,29 @@ def audit(
     if shadow_error is not None:
         raise typer.Exit(code=2)
     if fail_on_suspect and report.suspicious:
+        raise typer.Exit(code=1)
+
+
+def audit_lm_cli(
+    model_dir: Path, data: Path, targets: Path | None, out: Path, trust_pickle: bool, seed: int, fail: bool
+) -> None:
+    """``eis audit --lm``: see :mod:`eis.audit.lm`."""
+    import torch
+
+    from eis.audit.lm import audit_lm, read_lines
+
+    if targets is None:
+        raise EisError("--lm needs --targets: a text file of target strings, one per line")
+    target_list, texts = read_lines(targets, "--targets"), read_lines(data, "--data")
+    torch.manual_seed(seed)
+    report = audit_lm(model_dir, None, target_list, texts, trust_pickle=trust_pickle, seed=seed)
+    html, js = report.write(out)
+    for line in report.summary():
+        console.print(safe(line), highlight=False, soft_wrap=True)
+    console.print(
+        f"audit written to {safe(html.resolve())} and {safe(js.name)}", highlight=False, soft_wrap=True
+    )
+    if fail and report.suspicious:
         raise typer.Exit(code=1)
 
 
