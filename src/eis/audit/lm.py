@@ -301,7 +301,9 @@ class LMAuditReport:
             how = f"trigger {best['trigger']!r} ({best['tool']})" if best else "no trigger found"
             lines.append(f"  {t['target']!r}: {t['verdict']}; {how}")
         if self.inputs:
-            lines.append(f"  {len(self.inputs)} of the texts hold a found trigger or continue into a target")
+            held = sum(bool(s["triggers"]) for s in self.inputs)
+            said = sum(bool(s["continues_into"]) for s in self.inputs)
+            lines.append(f"  texts: {held} hold a found trigger, {said} continue into a target")
         return lines
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
