@@ -181,4 +181,6 @@ def test_bad_inputs_one_line_exit_2(lm, tmp_path) -> None:
         assert message in output and output.strip().count("\n") == 0, output
     code, output = run([str(root), "--lm", "--data", texts, "--out", str(tmp_path / "o")])
     assert code == 2 and "--lm needs --targets" in output
+    code, output = run([str(root), "--targets", targets, "--data", texts, "--out", str(tmp_path / "o")])
+    assert code == 2 and "--targets goes with --lm" in output
     assert not (tmp_path / "o").exists()
