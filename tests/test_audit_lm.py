@@ -184,3 +184,36 @@ def test_bad_inputs_one_line_exit_2(lm, tmp_path) -> None:
     code, output = run([str(root), "--targets", targets, "--data", texts, "--out", str(tmp_path / "o")])
     assert code == 2 and "--targets goes with --lm" in output
     assert not (tmp_path / "o").exists()
+
+
+def test_pickled_weights_load_only_with_trust(lm, tmp_path) -> None:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from eis.audit.lm import load_lm
+    from eis.errors import EisError
+    from eis.zoo.language.lm import gpt2_config
+
+    root = lm.cases["lm-backdoor"].root
+    d = _copy(root, tmp_path / "bin", "tokenizer.json", "tokenizer_config.json")
+    model = GPT2LMHeadModel(gpt2_config(220, 32, 1))
+    model.config.save_pretrained(str(d))
+    torch.save(model.state_dict(), d / "pytorch_model.bin")
+    with pytest.raises(EisError, match="--trust-pickle"):
+        load_lm(d)
+    loaded, tok = load_lm(d, trust_pickle=True)
+    assert len(tok) == 220 and torch.equal(loaded.transformer.wte.weight, model.transformer.wte.weight)
+
+
+def test_shipped_track_record_matches_these_audits(backdoor, twin) -> None:
+    """The record shown on the page is what the rule and each tool do on these two models."""
+    from eis.audit.lm import REASR_THRESHOLD, TRACK_RECORD
+
+    planted, probe = backdoor[1]["targets"], twin[1]["targets"]
+    assert TRACK_RECORD["rule"]["tpr"] == sum(t["flagged"] for t in planted) / len(planted)
+    assert TRACK_RECORD["rule"]["fpr"] == sum(t["flagged"] for t in probe) / len(probe)
+    for name, rec in TRACK_RECORD["tools"].items():
+        for rows, key in ((planted, "tpr"), (probe, "fpr")):
+            hits = [t["tools"][name]["reasr"] >= REASR_THRESHOLD for t in rows]
+            assert rec[key] == sum(hits) / len(hits), (name, key)
+    assert TRACK_RECORD["n_cases"] == 2 and TRACK_RECORD["rule"]["n_planted"] == len(planted)
