@@ -4,6 +4,8 @@ are computed from, and rebuild whenever that changes."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -42,15 +44,32 @@ def test_the_fingerprint_follows_source_files(tmp_path) -> None:
     assert listing.fingerprint() == listing.fingerprint()
 
 
-def test_cached_listings_print_what_a_fresh_build_prints(tmp_path, monkeypatch) -> None:
+def test_a_fresh_process_fills_the_cache_and_prints_the_same(tmp_path) -> None:
+    env = {**os.environ, "EIS_HOME": str(tmp_path), "COLUMNS": "300"}
+    env.pop("EIS_PLUGINS", None)
+
+    def tools() -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-c", "from eis.cli import main; main()", "tools"]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+    first = tools()
+    assert first.returncode == 0 and "neural_cleanse" in first.stdout, first.stderr
+    assert (tmp_path / "listings" / "tools.json").is_file()
+    again = tools()
+    assert again.returncode == 0 and again.stdout == first.stdout
+
+
+def test_a_process_with_its_own_registrations_lists_them_and_stores_nothing(tmp_path, monkeypatch) -> None:
+    from eis.tools.base import TOOLS
+
     monkeypatch.setenv("EIS_HOME", str(tmp_path))
     monkeypatch.delenv("EIS_PLUGINS", raising=False)
     runner = CliRunner()
-    for args in (["tools"], ["tools", "--family", "detection"], ["tracks"]):
-        fresh = runner.invoke(app, args, terminal_width=400)
-        cached = runner.invoke(app, args, terminal_width=400)
-        assert fresh.exit_code == cached.exit_code == 0, fresh.output
-        assert fresh.output == cached.output and "neural_cleanse" in runner.invoke(app, ["tools"]).output
+    assert "saliency" in runner.invoke(app, ["tools"], terminal_width=300).output
+    monkeypatch.setattr(TOOLS, "_items", {k: v for k, v in TOOLS._items.items() if k != "saliency"})
+    res = runner.invoke(app, ["tools"], terminal_width=300)
+    assert res.exit_code == 0 and "saliency" not in res.output and "neural_cleanse" in res.output
+    assert not (tmp_path / "listings" / "tools.json").exists()
     bad = runner.invoke(app, ["tools", "--family", "nope"])
     assert bad.exit_code == 2 and "valid: attribution" in bad.output
 

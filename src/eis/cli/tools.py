@@ -18,7 +18,7 @@ def tools(
     """List the registered tools (controls included) with their default settings."""
     from eis.errors import unknown
 
-    rows = cached_rows("tools", _tool_rows)
+    rows = cached_rows("tools", _tool_rows, unless_imported="eis.tools.base")
     families = sorted({row[1] for row in rows})
     if family is not None and family not in families:
         raise unknown("family", family, families)
@@ -47,7 +47,7 @@ def _tool_rows() -> list[list[str]]:
 def tracks() -> None:
     """List the registered tracks and the question each asks."""
     table = Table("track", "family", "headline", "default", "question")
-    for row in cached_rows("tracks", _track_rows):
+    for row in cached_rows("tracks", _track_rows, unless_imported="eis.tracks.base"):
         table.add_row(*(safe(cell) for cell in row))
     console.print(table)
 

@@ -114,7 +114,7 @@ def build(
 @user_errors
 def suites() -> None:
     """List the built-in suites (reading a suite checks its specs; it builds no data)."""
-    for name, count in cached_rows("suites", _suite_rows):
+    for name, count in cached_rows("suites", _suite_rows, unless_imported="eis.zoo"):
         console.print(f"{safe(name)}: {count} cases")
 
 
@@ -130,7 +130,7 @@ def _suite_rows() -> list[list]:
 def list_cases() -> None:
     """List the built cases in the cache (visible metadata only)."""
     table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
-    for row in cached_rows("zoo-list", _case_rows, state=zoo_state()):
+    for row in cached_rows("zoo-list", _case_rows, state=zoo_state(), unless_imported="eis.zoo"):
         table.add_row(*(safe(cell) for cell in row))
     console.print(table)
 
