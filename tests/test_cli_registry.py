@@ -27,3 +27,18 @@ def test_tracks_lists_the_five_tracks():
     assert result.exit_code == 0, result.output
     for name in ("localize", "sanity", "faithfulness", "detect", "synthesize"):
         assert name in result.output
+
+
+def test_names_are_whole_on_a_narrow_terminal(monkeypatch):
+    """At 80 columns the settings fold; no tool or track name is wrapped or cut."""
+    from eis.cli.common import console
+    from eis.tracks.base import TRACKS
+
+    monkeypatch.setattr(console, "width", 80)
+    tools = CliRunner().invoke(app, ["tools"])
+    tracks = CliRunner().invoke(app, ["tracks"])
+    assert tools.exit_code == tracks.exit_code == 0
+    for name in list_tools():
+        assert name in tools.output, name
+    for name in TRACKS.names():
+        assert name in tracks.output, name

@@ -22,7 +22,11 @@ def tools(
     families = sorted({row[1] for row in rows})
     if family is not None and family not in families:
         raise unknown("family", family, families)
-    table = Table("tool", "family", "control", "default settings")
+    table = Table()  # names are never wrapped or cut, at any terminal width; the settings fold instead
+    table.add_column("tool", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("control")
+    table.add_column("default settings", overflow="fold")
     for row in rows:
         if family is None or row[1] == family:
             table.add_row(*(safe(cell) for cell in row))
@@ -46,7 +50,11 @@ def _tool_rows() -> list[list[str]]:
 @user_errors
 def tracks() -> None:
     """List the registered tracks and the question each asks."""
-    table = Table("track", "family", "headline", "default", "question")
+    table = Table()
+    for column in ("track", "family", "headline"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("default")
+    table.add_column("question", overflow="fold")
     for row in cached_rows("tracks", _track_rows, unless_imported="eis.tracks.base"):
         table.add_row(*(safe(cell) for cell in row))
     console.print(table)

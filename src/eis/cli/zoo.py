@@ -129,7 +129,11 @@ def _suite_rows() -> list[list]:
 @user_errors
 def list_cases() -> None:
     """List the built cases in the cache (visible metadata only)."""
-    table = Table("name", "id", "dataset", "arch", "population", "clean acc.")
+    table = Table()  # names and ids are never wrapped or cut, at any terminal width
+    table.add_column("name", no_wrap=True)
+    table.add_column("id", no_wrap=True)
+    for column in ("dataset", "arch", "population", "clean acc."):
+        table.add_column(column, overflow="fold")
     for row in cached_rows("zoo-list", _case_rows, state=zoo_state(), unless_imported="eis.zoo"):
         table.add_row(*(safe(cell) for cell in row))
     console.print(table)
