@@ -55,6 +55,9 @@ def test_survey_answer_export_and_score(smoke, tmp_path: Path) -> None:
             for qid, k in picks.items():
                 page.locator(f'button.option[data-q="{qid}"][data-k="{k}"]').click()
             assert page.locator("#progress").text_content() == "6 of 6 answered"
+            # the renderer hands localStorage writes to the browser process asynchronously; a reload at
+            # once can read the store before they land (seen once on a loaded 2-core machine)
+            page.wait_for_timeout(1000)
             page.reload(wait_until="load")  # answers survive a reload (localStorage)
             assert page.locator("#progress").text_content() == "6 of 6 answered"
             assert page.locator("button.option.selected").count() == 6
