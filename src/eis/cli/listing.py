@@ -67,7 +67,8 @@ def fingerprint(state: object = None) -> str:
             if origin.name == "__init__.py":
                 parts.append(_tree_state(origin.parent))
             elif origin.exists():
-                parts.append([origin.stat().st_size, origin.stat().st_mtime_ns])
+                st = origin.stat()
+                parts.append([st.st_size, st.st_mtime_ns])
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
