@@ -11,8 +11,10 @@ from sklearn.metrics import roc_auc_score
 
 from eis.errors import EisError
 from eis.tracks.metrics.localization import (
+    LOWER_IS_BETTER,
     METRIC_NAMES,
     auroc,
+    l1_distance,
     localization_metrics,
     pearson,
     pointing_game,
@@ -33,6 +35,8 @@ M = torch.tensor([[[False, True, False], [False, True, False]]])
 #  rank accuracy: top-2 = {0.9, 0.5}, one in the mask -> 1/2
 #  AUROC: pairs (pos, neg) with pos > neg: 0.5 beats {0.1, 0.2, 0.0}, 0.3 beats {0.1, 0.2, 0.0} -> 6/8
 #  top-k IoU: |top-2 ∩ M| = 1, |top-2 ∪ M| = 3 -> 1/3
+#  L1 distance: min 0, max 0.9 -> a' = [1/9, 5/9, 2/9, 1, 1/3, 0]; |a' - m| = [1/9, 4/9, 2/9, 1, 2/3, 0]
+#               sums to 22/9 -> mean over 6 pixels 11/27
 EXPECTED = {
     "pearson": math.sqrt(10) / 20,
     "pointing_game": 0.0,
@@ -40,6 +44,7 @@ EXPECTED = {
     "relevance_rank_accuracy": 0.5,
     "auroc": 0.75,
     "topk_iou": 1 / 3,
+    "l1_distance": 11 / 27,
 }
 
 
@@ -59,6 +64,25 @@ def test_hand_worked_hit_case() -> None:
     assert v["relevance_rank_accuracy"].item() == 1.0
     assert v["auroc"].item() == 1.0
     assert v["topk_iou"].item() == 1.0
+    # a' = [1/9, 5/9, 2/9, 1, 1/3, 0] vs m = [0, 1, 0, 1, 0, 0]: (1 + 4 + 2 + 0 + 3 + 0) / 9 / 6 = 5/27
+    assert v["l1_distance"].item() == pytest.approx(5 / 27, abs=1e-6)
+
+
+def test_l1_distance_blank_perfect_and_scale() -> None:
+    assert {"l1_distance"} == LOWER_IS_BETTER
+    # the blank map is k / P: 2/6 here, 4/256 for a 2x2 trigger on a 16x16 image
+    assert l1_distance(torch.zeros(1, 2, 3), M).item() == pytest.approx(1 / 3, abs=1e-12)
+    small = torch.zeros(1, 16, 16, dtype=torch.bool)
+    small[0, :2, :2] = True
+    assert l1_distance(torch.zeros(1, 16, 16), small).item() == pytest.approx(4 / 256, abs=1e-12)
+    # the mask itself (any positive scale, any offset) is perfect: 0
+    assert l1_distance(M.float() * 7.0 + 2.0, M).item() == 0.0
+    # the inverted mask is the worst map: 1 everywhere
+    assert l1_distance((~M).float(), M).item() == 1.0
+    # min-max normalisation ignores scale and offset, and the signed reduction keeps the sign
+    assert l1_distance(3 * A + 1, M).item() == pytest.approx(11 / 27, abs=1e-6)
+    signed = torch.tensor([[[-1.0, 1.0, -1.0], [-1.0, 0.0, -1.0]]])  # sum -> a' = [0, 1, 0, 0, 1/2, 0]
+    assert l1_distance(signed, M, reduction="sum").item() == pytest.approx(0.5 / 6, abs=1e-12)
 
 
 def test_channel_reductions() -> None:
@@ -110,6 +134,8 @@ def test_constant_map_scores_chance(value: float) -> None:
     assert v["relevance_mass_accuracy"].item() == pytest.approx(1 / 3, abs=1e-12)
     # expected hits = 2 * 1/3 -> IoU = (2/3) / (4 - 2/3) = 1/5
     assert v["topk_iou"].item() == pytest.approx(0.2, abs=1e-12)
+    # a constant map is the blank map: distance k / P
+    assert v["l1_distance"].item() == pytest.approx(1 / 3, abs=1e-12)
 
 
 def test_degenerate_masks_give_nan() -> None:

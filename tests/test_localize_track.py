@@ -18,7 +18,7 @@ from eis.tools.base import AttributionTool, Tool
 from eis.tracks import load_builtin_tracks
 from eis.tracks.base import TRACKS
 from eis.tracks.localize import LocalizeTrack
-from eis.tracks.metrics.localization import METRIC_NAMES
+from eis.tracks.metrics.localization import LOWER_IS_BETTER, METRIC_NAMES
 
 SIZE, PATCH, TARGET = 16, 4, 0
 
@@ -238,7 +238,8 @@ def test_run_oracle_scores_perfectly(cases: dict[str, FakeCase]) -> None:
     assert res.flaw == "patch"
     assert set(res.scores) == set(METRIC_NAMES) == set(res.items)
     for name in METRIC_NAMES:
-        assert res.scores[name] == pytest.approx(1.0, abs=1e-9), name
+        best = 0.0 if name in LOWER_IS_BETTER else 1.0
+        assert res.scores[name] == pytest.approx(best, abs=1e-9), name
         assert len(res.items[name]) == 12
 
 
@@ -260,6 +261,7 @@ def test_run_inputs_extras_and_gallery(cases: dict[str, FakeCase]) -> None:
     # blank map scores chance: Pearson 0 (constant map), AUROC 1/2, pointing game = mask fraction
     assert res.scores["pearson"] == 0.0 and res.scores["auroc"] == 0.5
     assert res.scores["pointing_game"] == pytest.approx(16 / 256)
+    assert res.scores["l1_distance"] == pytest.approx(16 / 256)  # the blank map's L1 bar: k / P
     # gallery: first three inputs, mask and map in [0, 1]
     assert sorted(res.gallery) == sorted(f"{k}_{i}" for k in ("input", "mask", "map") for i in range(3))
     assert res.gallery["input_0"].shape == (1, SIZE, SIZE)
@@ -318,6 +320,42 @@ def test_summary_margin_over_best_control(summary: pd.DataFrame) -> None:
     best_mean = max(edge["mean"], blank["mean"])
     assert oracle["margin"] == pytest.approx(1.0 - best_mean)
     assert oracle["margin_lo"] <= oracle["margin"] <= oracle["margin_hi"]
+
+
+def test_summary_l1_distance_is_judged_against_the_blank_map(summary: pd.DataFrame) -> None:
+    blank, edge = (
+        _row(summary, "blank_map", metric="l1_distance"),
+        _row(summary, "edge_detector", metric="l1_distance"),
+    )
+    assert blank["mean"] == pytest.approx(16 / 256)  # k / P on every input
+    oracle = _row(summary, "oracle", metric="l1_distance")
+    assert oracle["mean"] == 0.0
+    # lower is better: the oracle's difference to the blank map is -1/16 on every input -> "yes"
+    assert oracle["verdict"] == "beats the blank map: yes (l1_distance -0.062 [-0.062, -0.062], 2 cases)"
+    # the wrong corner: 1 on 16 wrong pixels, 0 on the 16 mask pixels -> 32/256, twice the blank map's
+    wrong = _row(summary, "wrong_corner", metric="l1_distance")
+    assert wrong["mean"] == pytest.approx(32 / 256)
+    assert wrong["verdict"].startswith("beats the blank map: no (l1_distance +0.062")
+    assert _row(summary, "wrong_corner", "patch", "l1_distance")["verdict"].startswith(
+        "beats the blank map: no"
+    )
+    # the other metrics keep the edge-detector verdict
+    assert _row(summary, "wrong_corner", metric="auroc")["verdict"].startswith("beats the edge detector: no")
+    assert blank["verdict"] == edge["verdict"] == "control"
+    # the best control for L1 is the one with the lowest distance, and the margin is tool - that control
+    assert edge["mean"] > blank["mean"]
+    assert oracle["best_control"] == "blank_map" and oracle["margin"] == pytest.approx(-16 / 256)
+    assert wrong["margin"] == pytest.approx(16 / 256)
+
+
+def test_l1_verdict_without_blank_map(cases: dict[str, FakeCase]) -> None:
+    track = LocalizeTrack(n_inputs=4, n_resamples=100)
+    r = track.summarize(_rows(track, cases, [CornerOracle(), EdgeDetector()]))
+    assert (
+        _row(r, "oracle", metric="l1_distance")["verdict"] == "beats the blank map: n/a (blank_map not run)"
+    )
+    assert _row(r, "oracle", metric="l1_distance")["best_control"] == "edge_detector"
+    assert _row(r, "oracle")["verdict"].startswith("beats the edge detector: yes")
 
 
 def test_summary_counts_failures(summary: pd.DataFrame) -> None:

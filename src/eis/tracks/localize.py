@@ -5,7 +5,8 @@ given triggered inputs of a trojaned (``patch``, ``natural``) or cue-reliant (``
 explain the model's prediction, and scored on how well its map matches the trigger's pixel mask (the
 metrics in ``eis.tracks.metrics.localization``). Controls (edge detector, random and blank maps) run in the
 same harness, and ``summarize`` says for each tool whether it beats the edge detector by more than the
-noise.
+noise; for ``l1_distance`` (lower is better), the metric of the paper's first version, whether it beats the
+blank map, the bar that paper set.
 
 Headline metric: ``pearson``, the correlation between map and mask. It is the measure of Casper et al., so
 our headline reads on the same scale as the published finding that most methods do no better than an edge
@@ -26,7 +27,13 @@ from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, ci_columns, paired_bootstrap_ci, verdict
 from eis.tools.base import AttributionTool
 from eis.tracks.base import CellResult, Track, fill_flaw, register_track, standalone, stored_dict
-from eis.tracks.metrics.localization import METRIC_NAMES, REDUCTIONS, localization_metrics, reduce_channels
+from eis.tracks.metrics.localization import (
+    LOWER_IS_BETTER,
+    METRIC_NAMES,
+    REDUCTIONS,
+    localization_metrics,
+    reduce_channels,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,6 +43,10 @@ if TYPE_CHECKING:
 
 LOCALIZED_KINDS = ("patch", "natural", "spurious")
 EDGE_CONTROL = "edge_detector"
+BLANK_CONTROL = "blank_map"
+# the control each metric's verdict compares with: the blank map for L1 distance (Casper et al.'s first
+# version), the edge detector for the others (their final version)
+VERDICT_CONTROL = {m: BLANK_CONTROL if m == "l1_distance" else EDGE_CONTROL for m in METRIC_NAMES}
 GALLERY_SIZE = 3
 
 
@@ -49,7 +60,7 @@ class LocalizeTrack(Track):
     """
 
     name: ClassVar[str] = "localize"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     family: ClassVar[str] = "attribution"
     headline: ClassVar[str] = "pearson"
     higher_is_better: ClassVar[bool] = True
@@ -141,9 +152,11 @@ class LocalizeTrack(Track):
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Long table: per tool x flaw kind (and "all") x metric, the mean with a two-stage bootstrap CI
-        (cases, then inputs; see ``eis.stats``), the margin over the best control (the control with the
-        best mean headline score in that flaw group) with a paired CI, and a verdict on the paired CI
-        of (tool - edge detector) for that metric. Failed cells are excluded but counted in n_failed.
+        (cases, then inputs; see ``eis.stats``), the margin (tool - control, in the metric's units) over
+        the best control for that metric (best mean in that flaw group: the lowest for ``l1_distance``)
+        with a paired CI, and a verdict on the paired CI of (tool - control): the blank map for
+        ``l1_distance``, the edge detector for the other metrics. Failed cells are excluded but counted in
+        n_failed.
         """
         import pandas as pd
 
@@ -175,26 +188,18 @@ class LocalizeTrack(Track):
             for t in tools
             for m in METRIC_NAMES
         }
-        controls = [t for t in tools if is_control[t] and cis[(t, self.headline)].n > 0]
-        best = max(controls, key=lambda t: cis[(t, self.headline)].mean, default=None)
-        has_edge = EDGE_CONTROL in tools and cis[(EDGE_CONTROL, self.headline)].n > 0
+        best = {m: _best_control(tools, is_control, cis, m) for m in METRIC_NAMES}
 
         order = sorted(tools, key=lambda t: -_or(cis[(t, self.headline)].mean, -math.inf))
         out = []
         for t in order:
             for m in METRIC_NAMES:
-                ci = cis[(t, m)]
-                margin = _paired(cells[t], cells[best], m, boot) if best is not None and best != t else None
+                ci, b = cis[(t, m)], best[m]
+                margin = _paired(cells[t], cells[b], m, boot) if b is not None and b != t else None
                 if is_control[t]:
                     text = "control"
-                elif not has_edge:
-                    text = "beats the edge detector: n/a (edge_detector not run)"
                 else:
-                    edge = _paired(cells[t], cells[EDGE_CONTROL], m, boot)
-                    v = verdict(edge)
-                    text = f"beats the edge detector: {v}"
-                    if edge.n:
-                        text += f" ({m} {edge.mean:+.3f} [{edge.lo:+.3f}, {edge.hi:+.3f}], {edge.n} cases)"
+                    text = _verdict_text(cells, cis, t, m, VERDICT_CONTROL[m], boot)
                 out.append(
                     {
                         "tool": t,
@@ -203,11 +208,41 @@ class LocalizeTrack(Track):
                         "metric": m,
                         **ci_columns(ci, margin),
                         "n_failed": n_failed[t],
-                        "best_control": best or "",
+                        "best_control": b or "",
                         "verdict": text,
                     }
                 )
         return out
+
+
+def _best_control(
+    tools: list[str], is_control: dict[str, bool], cis: dict[tuple[str, str], CI], metric: str
+) -> str | None:
+    """The control with the best mean ``metric`` (the lowest where lower is better), or None."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    controls = [t for t in tools if is_control[t] and cis[(t, metric)].n > 0]
+    return max(controls, key=lambda t: sign * cis[(t, metric)].mean, default=None)
+
+
+def _verdict_text(
+    cells: dict[str, dict[str, dict]],
+    cis: dict[tuple[str, str], CI],
+    tool: str,
+    metric: str,
+    control: str,
+    boot: dict[str, int],
+) -> str:
+    """The verdict "beats the <control>: yes/no/within noise (metric tool - control [CI], n cases)" by the
+    metric's direction: where lower is better, "yes" needs the whole CI of the difference below 0."""
+    what = f"beats the {control.replace('_', ' ')}"
+    if control not in cells or cis[(control, metric)].n == 0:
+        return f"{what}: n/a ({control} not run)"
+    diff = _paired(cells[tool], cells[control], metric, boot)
+    better = CI(-diff.mean, -diff.hi, -diff.lo, diff.n, diff.n_items) if metric in LOWER_IS_BETTER else diff
+    text = f"{what}: {verdict(better)}"
+    if diff.n:
+        text += f" ({metric} {diff.mean:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}], {diff.n} cases)"
+    return text
 
 
 def _ok_cells(tool_rows: pd.DataFrame) -> dict[str, dict[str, Any]]:

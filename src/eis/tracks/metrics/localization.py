@@ -25,6 +25,8 @@ Definitions (with a = reduced map flattened to P pixels, M = mask pixels, k = |M
   (fraction of (mask, non-mask) pixel pairs where the mask pixel has the larger value; ties count half).
   Equals ``sklearn.metrics.roc_auc_score(mask, a)``.
 - ``topk_iou``: IoU of the top-k pixels of a with M, k = |M| by default.
+- ``l1_distance``: mean over pixels of |a' - mask|, a' = a min-max normalised to [0, 1] (Casper et al.
+  2023's first metric). The only one where lower is better (``LOWER_IS_BETTER``); the blank map scores k / P.
 
 Ties. Quantus breaks ties in the pointing game in the map's favour (a hit if *any* maximal pixel is in M)
 and arbitrarily in rank accuracy (``argsort`` order). Both would reward a constant map: a blank map would
@@ -36,7 +38,7 @@ Degenerate inputs.
 
 - Constant map: Pearson is undefined (zero variance); we return 0, the value an uninformative map gets in
   expectation. The other metrics take their chance level naturally under the tie rule above (AUROC 0.5,
-  pointing game and rank accuracy k / P).
+  pointing game and rank accuracy k / P); L1 distance normalises it to the blank map (all zeros): k / P.
 - Map summing to 0 (e.g. all zeros): relevance mass accuracy is 0/0; we return k / P, the value of any
   non-zero constant map. With the signed ``"sum"`` reduction mass accuracy can leave [0, 1], as in Quantus.
 - Empty mask or a mask covering the whole image: there is nothing to localise (and AUROC and Pearson are
@@ -61,7 +63,9 @@ METRIC_NAMES = (
     "relevance_rank_accuracy",
     "auroc",
     "topk_iou",
+    "l1_distance",
 )
+LOWER_IS_BETTER = frozenset({"l1_distance"})  # every other metric: higher is better
 
 
 def reduce_channels(maps: torch.Tensor, reduction: str = "abs_sum") -> torch.Tensor:
@@ -196,6 +200,26 @@ def topk_iou(
     return _nan_where(r, degenerate)
 
 
+def l1_distance(maps: torch.Tensor, masks: torch.Tensor, reduction: str = "abs_sum") -> torch.Tensor:
+    """Mean over pixels of |a' - mask| with a' the map min-max normalised to [0, 1]; lower is better.
+
+    A constant map normalises to all zeros (the blank map), which scores exactly the mask's share k / P.
+    Casper et al. (2023) do not publish their normalisation in the text we have; this is the reading under
+    which their first version's finding holds, that only occlusion beats the blank map: for a trigger
+    covering 1-4% of the image the blank map's distance is 0.01-0.04, a hard bar: to beat it a map must
+    keep near zero on the 96-99% of pixels outside the mask, where every bit of relevance counts against it.
+    """
+    a, m, degenerate = _prepare(maps, masks, reduction)
+    lo, hi = a.amin(1, keepdim=True), a.amax(1, keepdim=True)
+    span = hi - lo
+    constant = span <= 1e-12 * torch.maximum(hi.abs(), lo.abs())
+    norm = torch.where(
+        constant, torch.zeros_like(a), (a - lo) / torch.where(constant, torch.ones_like(span), span)
+    )
+    r = (norm - m.to(a.dtype)).abs().mean(1)
+    return _nan_where(r, degenerate)
+
+
 METRICS: dict[str, Callable[..., torch.Tensor]] = {
     "pearson": pearson,
     "pointing_game": pointing_game,
@@ -203,11 +227,12 @@ METRICS: dict[str, Callable[..., torch.Tensor]] = {
     "relevance_rank_accuracy": relevance_rank_accuracy,
     "auroc": auroc,
     "topk_iou": topk_iou,
+    "l1_distance": l1_distance,
 }
 
 
 def localization_metrics(
     maps: torch.Tensor, masks: torch.Tensor, reduction: str = "abs_sum"
 ) -> dict[str, torch.Tensor]:
-    """All six metrics, each a (N,) float64 tensor, keyed by the names in ``METRIC_NAMES``."""
+    """All seven metrics, each a (N,) float64 tensor, keyed by the names in ``METRIC_NAMES``."""
     return {name: fn(maps, masks, reduction) for name, fn in METRICS.items()}
