@@ -177,15 +177,16 @@ def test_unknown_suite_table_lists_the_registered_ones(tmp_path):
     suite = _suite(tmp_path, '[[bogus]]\nname = "x"\n')
     with pytest.raises(
         EisError,
-        match="unknown top-level key 'bogus'; valid: description, defaults, case, population, circuit, rule, "
-        "features, lm$",
+        match="unknown top-level key 'bogus'; valid: description, defaults, tracks, case, population, "
+        "circuit, rule, features, lm$",
     ):
         load_suite(suite)
 
 
 def test_unknown_suite_table_lists_a_registered_kinds_table(toy, tmp_path):
     with pytest.raises(
-        EisError, match="valid: description, defaults, case, population, circuit, rule, features, lm, toy$"
+        EisError,
+        match="valid: description, defaults, tracks, case, population, circuit, rule, features, lm, toy$",
     ):
         load_suite(_suite(tmp_path, '[[bogus]]\nname = "x"\n'))
 

@@ -55,14 +55,19 @@ def bench(
         "after their retries (default: stop).",
     ),
 ) -> None:
-    """Run every (case x tool x track) cell of SUITE not yet in the store, and record it there."""
+    """Run every (case x tool x track) cell of SUITE not yet in the store, and record it there.
+
+    The suite file's ``[tracks.<name>]`` tables set those tracks' settings (e.g. ``n_inputs = 100``).
+    """
     from eis.runner import resolve_suite, run_benchmark
-    from eis.runner.cells import resolve_tools, resolve_tracks
+    from eis.runner.cells import checked_track_settings, resolve_tools, resolve_tracks
     from eis.runner.plugins import load_builtins
 
     load_builtins()
     track_names, tool_names = _split(tracks), _split(tools)
-    resolve_tools(tool_names, resolve_tracks(track_names))  # bad names fail now, before the zoo is built
+    settings = checked_track_settings(_suite_track_settings(suite))
+    # bad names and settings fail now, before the zoo is built
+    resolve_tools(tool_names, resolve_tracks(track_names, settings))
     check_backend(backend)
     workers = default_workers() if workers is None else workers
     cases = resolve_suite(
@@ -83,6 +88,7 @@ def bench(
             console=console,
             backend=backend,
             address=address,
+            track_settings=settings,
         )
     except KeyboardInterrupt:
         console.print(
@@ -90,6 +96,16 @@ def bench(
         )
         raise typer.Exit(code=130) from None
     print_summary(summary)
+
+
+def _suite_track_settings(suite: str) -> dict[str, dict[str, Any]]:
+    """The ``[tracks.*]`` tables of a zoo suite (a built-in one or a file); none for a plugin's suite."""
+    from eis.runner.plugins import SUITES
+    from eis.zoo.suites import builtin_suites, suite_track_settings
+
+    if suite in SUITES or not (suite.endswith(".toml") or suite in builtin_suites()):
+        return {}  # a plugin's suite, or an unknown name that resolve_suite reports
+    return suite_track_settings(suite)
 
 
 def _built(suite: str, skip_missed: bool, **build: Any) -> list[Any]:

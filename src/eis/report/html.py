@@ -227,8 +227,15 @@ def _not_applicable_html(sec: TrackSection) -> str:
     )
 
 
+def _anchor(sec: TrackSection) -> str:
+    """The section's id: ``track-<name>``, with its settings where they are not the track's defaults."""
+    if not sec.settings:
+        return f"track-{sec.name}"
+    return "track-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", sec.title).strip("-")
+
+
 def _section_html(sec: TrackSection) -> str:
-    out = [f'<section id="track-{_e(sec.name)}"><h2>{_e(sec.name)}</h2>']
+    out = [f'<section id="{_e(_anchor(sec))}"><h2>{_e(sec.title)}</h2>']
     if sec.summary:
         out.append(f"<p>{_e(sec.summary)}</p>")
     out += [f'<p class="note">{_e(n)}</p>' for n in sec.notes]
@@ -266,7 +273,7 @@ def render_html(data: ReportData) -> str:
     except metadata.PackageNotFoundError:
         version = "?"
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f'<a href="#track-{_e(s.name)}">{_e(s.name)}</a>' for s in data.sections)
+    nav = "".join(f'<a href="#{_e(_anchor(s))}">{_e(s.title)}</a>' for s in data.sections)
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in data.notes)
     body = "".join(_section_html(s) for s in data.sections)
     return (

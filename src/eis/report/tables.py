@@ -3,8 +3,9 @@
 The report reads only the store. Rows from an older version of a track are left out (they were scored
 differently); a track the store knows but this eis does not (e.g. a plugin's) is skipped with a note; a tool
 run with several settings appears once per setting, labelled with the settings that differ from its
-defaults. Cells not applicable (the tool refused the case) are counted and listed apart from failed ones;
-neither enters a mean.
+defaults; a track run with settings other than its defaults (a suite's ``[tracks.<name>]`` table) gets a
+section of its own per setting, summarized by the track built with them. Cells not applicable (the tool
+refused the case) are counted and listed apart from failed ones; neither enters a mean.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from eis.report.plots import figure_uri
 from eis.results import load
 from eis.results.store import NOT_APPLICABLE, OK, Store, open_store
 from eis.tools.base import TOOLS
-from eis.tracks.base import TRACKS, Track
+from eis.tracks.base import TRACKS, Track, stored_dict
 
 GALLERY_CASES = 3
 LEADERBOARD_COLUMNS = [
@@ -46,6 +47,7 @@ class TrackSection:
 
     name: str
     summary: str = ""
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the track's non-default settings
     headline: str = ""
     higher_is_better: bool = True
     leaderboard: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
@@ -56,6 +58,13 @@ class TrackSection:
     gallery: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     figures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (caption, PNG data URI)
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        """The track's name, with its settings where they are not the defaults: ``localize(n_inputs=100)``."""
+        if not self.settings:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={json.dumps(v)}' for k, v in sorted(self.settings.items()))})"
 
 
 @dataclasses.dataclass
@@ -153,17 +162,36 @@ def _gallery(store: Store, rows: pd.DataFrame, tool_order: list[str]) -> list[di
     return out
 
 
-def build_section(store: Store, name: str, rows: pd.DataFrame) -> TrackSection:
-    """One track's section (or a section holding only a note when the track can't be summarized)."""
+def track_settings_of(rows: pd.DataFrame) -> pd.Series:
+    """Each cell's track settings (those other than the track's defaults) as canonical JSON, "{}" for none."""
+    return rows["extras"].map(
+        lambda e: json.dumps(stored_dict(e).get("track_settings") or {}, sort_keys=True)
+    )
+
+
+def build_section(
+    store: Store, name: str, rows: pd.DataFrame, settings: dict[str, Any] | None = None
+) -> TrackSection:
+    """One track's section (or a section holding only a note when the track can't be summarized); the
+    track is built with ``settings``, those its cells ran with."""
+    settings = settings or {}
     if name not in TRACKS:
         return TrackSection(
             name=name,
+            settings=settings,
             notes=[
                 f"track {name!r} is in the store ({len(rows)} cells) but not registered in this eis; skipped"
             ],
         )
-    track = TRACKS.get(name)()
-    sec = TrackSection(name=name, summary=track.summary, higher_is_better=track.higher_is_better)
+    try:
+        track = TRACKS.get(name)(**settings)
+    except Exception as exc:
+        sec = TrackSection(name=name, settings=settings)
+        sec.notes.append(f"{len(rows)} cells run with settings this eis refuses ({exc}); skipped")
+        return sec
+    sec = TrackSection(
+        name=name, summary=track.summary, higher_is_better=track.higher_is_better, settings=settings
+    )
     current = rows[rows["track_version"].astype(str) == str(track.version)]
     if len(current) < len(rows):
         sec.notes.append(
@@ -224,7 +252,11 @@ def build_report_data(store: str | Path | Store | None = None) -> ReportData:
     st = open_store(store, create=False)
     try:
         df = load(st)
-        sections = [build_section(st, str(name), rows) for name, rows in df.groupby("track", sort=True)]
+        groups = df.assign(_ts=track_settings_of(df)).groupby(["track", "_ts"])
+        sections = [  # by track name, its default settings first
+            build_section(st, str(name), rows.drop(columns="_ts"), json.loads(ts))
+            for (name, ts), rows in sorted(groups, key=lambda g: (str(g[0][0]), g[0][1] != "{}", g[0][1]))
+        ]
     finally:
         if not isinstance(store, Store):
             st.close()

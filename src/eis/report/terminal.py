@@ -30,7 +30,7 @@ def leaderboard_table(sec: TrackSection) -> Table:
     """Rich table: tool, headline mean [lo, hi], n, verdict, failures, cells not applicable (where any);
     control rows highlighted."""
     direction = "higher" if sec.higher_is_better else "lower"
-    title = escape(f"{sec.name}: {sec.headline} ({direction} is better)")
+    title = escape(f"{sec.title}: {sec.headline} ({direction} is better)")
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("tool", no_wrap=True)
@@ -71,6 +71,6 @@ def print_report(data: ReportData, console: Console) -> None:
         console.print(f"[yellow]note:[/] {escape(str(note))}", highlight=False)
     for sec in data.sections:
         for note in sec.notes:
-            console.print(f"[yellow]note ({escape(sec.name)}):[/] {escape(str(note))}", highlight=False)
+            console.print(f"[yellow]note ({escape(sec.title)}):[/] {escape(str(note))}", highlight=False)
         if not sec.leaderboard.empty:
             console.print(leaderboard_table(sec))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ def run_benchmark(
     console: Any = None,
     backend: str = "local",
     address: str | None = None,
+    track_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> BenchSummary:
     """Run every cell of ``cases`` x ``tools`` x ``tracks`` not yet in ``store`` and record it there.
 
@@ -84,9 +85,13 @@ def run_benchmark(
     only the stored failures (not the cells not applicable: a refusal is an answer). budget_s: per-cell
     time limit in seconds (None = none). backend: ``local`` or ``ray`` (cells as Ray tasks on the cluster
     at ``address``, or on a local one with ``workers`` CPUs); the records are the same either way.
+    track_settings: track name -> constructor keywords, e.g. ``{"localize": {"n_inputs": 100}}`` (a suite
+    file's ``[tracks.*]`` tables: ``eis.zoo.suites.suite_track_settings``); cells run with settings other
+    than a track's defaults are cells of their own, recorded with those settings in
+    ``extras["track_settings"]``.
     """
     load_builtins()
-    cells = expand(cases, tools, tracks)
+    cells = expand(cases, tools, tracks, track_settings)
     st = open_store(store)
     summary = BenchSummary(store_path=st.path, total=len(cells))
     try:

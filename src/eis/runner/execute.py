@@ -187,8 +187,14 @@ def _base_record(cell: Cell) -> dict[str, Any]:
         "host": platform.node(),
         "scores": {},
         "items": {},
-        "extras": {},
+        "extras": _track_extras(cell),
     }
+
+
+def _track_extras(cell: Cell) -> dict[str, Any]:
+    """What every record of ``cell`` carries in its extras: the track settings other than the defaults
+    (under ``track_settings``; nothing where the track ran with its defaults)."""
+    return {"track_settings": cell.track_settings} if cell.track_settings_json != "{}" else {}
 
 
 def failed_record(cell: Cell, error: str, runtime_s: float | None = None) -> dict[str, Any]:
@@ -227,7 +233,8 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
             if tool is None:
                 tool = TOOLS.get(cell.tool)(**cell.settings)
             extra = {"partners": cell.partners} if cell.partners else {}
-            result = TRACKS.get(cell.track)().run(cell.case, tool, seed=cell.seed, **extra)
+            track = TRACKS.get(cell.track)(**cell.track_settings)
+            result = track.run(cell.case, tool, seed=cell.seed, **extra)
         _check_result(result)
         gallery = {str(k): encode_png(v) for k, v in result.gallery.items()}
         rec.update(
@@ -236,7 +243,7 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
             flaw=str(result.flaw),
             scores={k: float(v) for k, v in result.scores.items()},
             items=to_jsonable(result.items),
-            extras=to_jsonable(result.extras),
+            extras={**to_jsonable(result.extras), **_track_extras(cell)},
         )
     except CellTimeout:
         rec.update(status=FAILED, error=f"timed out: the cell ran past its budget of {budget_s:g} s")
@@ -244,7 +251,11 @@ def run_cell(cell: Cell, *, budget_s: float | None = None) -> tuple[dict[str, An
         rec.update(status=NOT_APPLICABLE, error=refusal_reason(exc))
     except Exception as exc:  # a tool or track failure is a result, not a crash
         msg = f"{type(exc).__name__}: {exc}"
-        rec.update(status=FAILED, error=msg[:MAX_ERROR_CHARS], extras={"traceback": traceback.format_exc()})
+        rec.update(
+            status=FAILED,
+            error=msg[:MAX_ERROR_CHARS],
+            extras={"traceback": traceback.format_exc(), **_track_extras(cell)},
+        )
     rec["runtime_s"] = time.perf_counter() - t0
     rec["peak_mem_mb"], rec["rss_start_mb"], rec["peak_gpu_mb"] = probe.stop()
     rec["finished_at"] = time.time()

@@ -40,7 +40,13 @@ on the population an eval population names with ``train_population = "<name>"`` 
     seed = 1                 # draws the rule's parameters
     p = 59                   # token rules: pairs in Z_p (images: dataset = "digits")
 
-Which tables a suite may hold is the case kinds' business (:mod:`eis.zoo.kinds`): each registered kind
+A suite may also set the benchmark tracks' settings (any track's constructor keywords), which ``eis bench``
+passes to the runner (:func:`suite_track_settings`)::
+
+    [tracks.localize]
+    n_inputs = 100
+
+Which case tables a suite may hold is the case kinds' business (:mod:`eis.zoo.kinds`): each registered kind
 names its tables and turns an entry into specs, so a kind added outside eis brings its own table.
 """
 
@@ -62,6 +68,7 @@ from eis.zoo.flaws import CORNERS, FLAWS
 from eis.zoo.kinds import RESERVED_TABLES, Spec, table_kinds
 from eis.zoo.spec import CaseSpec
 
+TRACKS_TABLE = "tracks"  # the suite's track settings, not a case table
 CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
 POPULATION_FIELDS = {
     "name", "dataset", "arch", "role", "clean", "flawed", "flaws", "seed", "train", "vary", "bars",
@@ -103,26 +110,52 @@ def suite_path(suite: str) -> Path:
     return Path(str(resources.files("eis.suites") / f"{suite}.toml"))
 
 
-def load_suite(suite: str) -> list[Spec]:
-    """The validated case specs of a suite (populations expanded): table by table, in the order the case
-    kinds are registered (image cases, image populations, circuits, rules, then kinds added outside eis),
-    each table in file order. The installed plugins (entry points) are imported first: their datasets,
-    architectures, flaws and case kinds may appear in the file."""
-    load_entry_points()
+def _suite_doc(suite: str) -> dict[str, Any]:
+    """The parsed TOML of a suite (a built-in name or a file)."""
     path = suite_path(suite)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise EisError(f"suite {suite!r} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise EisError(f"suite {suite!r} is not UTF-8 text, as TOML must be: {exc}") from None
     except OSError as exc:
         raise EisError(f"cannot read suite {suite!r}: {exc.strerror or type(exc).__name__}") from None
+
+
+def suite_track_settings(suite: str) -> dict[str, dict[str, Any]]:
+    """The suite's ``[tracks.<name>]`` tables: track name -> constructor keywords (empty where none).
+
+    Only their shape is checked here (the zoo knows no tracks); the runner checks the names, keywords and
+    values (``eis.runner.cells.track_settings``).
+    """
+    return _track_tables(_suite_doc(suite), suite)
+
+
+def _track_tables(doc: dict[str, Any], suite: str) -> dict[str, dict[str, Any]]:
+    tracks = doc.get(TRACKS_TABLE, {})
+    ok = isinstance(tracks, dict) and all(isinstance(v, dict) for v in tracks.values())
+    if not ok:
+        raise EisError(
+            f"suite {suite!r}: {TRACKS_TABLE!r} must hold one table per track, like [tracks.localize] "
+            "with n_inputs = 100"
+        )
+    return {str(name): dict(settings) for name, settings in tracks.items()}
+
+
+def load_suite(suite: str) -> list[Spec]:
+    """The validated case specs of a suite (populations expanded): table by table, in the order the case
+    kinds are registered (image cases, image populations, circuits, rules, then kinds added outside eis),
+    each table in file order. The installed plugins (entry points) are imported first: their datasets,
+    architectures, flaws and case kinds may appear in the file."""
+    load_entry_points()
+    doc = _suite_doc(suite)
     tables = table_kinds()
-    valid = [*RESERVED_TABLES, *tables]
+    valid = [*RESERVED_TABLES, TRACKS_TABLE, *tables]
     bad = sorted(set(doc) - set(valid))
     if bad:
         raise EisError(f"suite {suite!r}: unknown top-level key {bad[0]!r}; valid: {', '.join(valid)}")
+    _track_tables(doc, suite)
     defaults, where = doc.get("defaults", {}), f"suite {suite!r}"
     if not isinstance(defaults, dict):
         raise EisError(f'{where}: defaults must be a table of fields every case inherits, like arch = "cnn"')
