@@ -12,8 +12,12 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+import pandas as pd
+
 from eis.report import plots
+from eis.report.casper import CASPER_2023
 from eis.report.tables import ReportData, TrackSection, build_report_data
+from eis.report.transfer import REALISTIC, TOY, TrackTransfer
 from eis.results.store import Store
 
 CSS = """
@@ -266,6 +270,106 @@ def _section_html(sec: TrackSection) -> str:
     return "".join(out)
 
 
+def _mean_ci_cells(mean: float, lo: float, hi: float) -> str:
+    return f"<td class=num>{_num(mean)} <span class=muted>{_ci(lo, hi)}</span></td>"
+
+
+def _rank(r: float) -> str:
+    return "–" if not math.isfinite(r) else f"{r:g}"
+
+
+def _transfer_html(tt: TrackTransfer) -> str:
+    direction = "higher" if tt.higher_is_better else "lower"
+    cases = ", ".join(f"{n} {_e(t)}" for t, n in tt.n_cases.items())
+    out = [
+        f"<h3>{_e(tt.track)}</h3><p>Spearman rank correlation of the toy and realistic rankings: "
+        f"<b>{_num(tt.spearman)}</b> {_ci(tt.spearman_lo, tt.spearman_hi)} over {tt.n_tools} tools "
+        f"(headline <b>{_e(tt.headline)}</b>, {direction} is better; cases: {cases}).</p>"
+    ]
+    out += [f'<p class="note">{_e(n)}</p>' for n in tt.notes]
+    if not tt.tools.empty:
+        head = (
+            f"<tr><th>tool</th><th>toy {_e(tt.headline)} [95% CI]</th><th>realistic [95% CI]</th>"
+            "<th>change (realistic - toy)</th><th>rank toy</th><th>rank realistic</th></tr>"
+        )
+        body = []
+        for _, r in tt.tools.iterrows():
+            cls = ' class="control"' if r["control"] else ""
+            body.append(
+                f"<tr{cls}><td>{_tool_cell(r['tool'], r['control'])}</td>"
+                + _mean_ci_cells(r["toy_mean"], r["toy_lo"], r["toy_hi"])
+                + _mean_ci_cells(r["realistic_mean"], r["realistic_lo"], r["realistic_hi"])
+                + _mean_ci_cells(r["change"], r["change_lo"], r["change_hi"])
+                + f"<td class=num>{_rank(r['toy_rank'])}</td>"
+                + f"<td class=num>{_rank(r['realistic_rank'])}</td></tr>"
+            )
+        out.append(
+            f'<table class="transfer" data-track="{_e(tt.track)}"><thead>{head}</thead>'
+            f"<tbody>{''.join(body)}</tbody></table>"
+        )
+    if not tt.decisions.empty:
+        rows = "".join(
+            f"<tr><td>{_e(r['tool'])}</td><td>{_e(r['tier'])}</td>"
+            + _mean_ci_cells(r["tpr"], r["tpr_lo"], r["tpr_hi"])
+            + f"<td class=num>{r['n_trojaned']}</td>"
+            + _mean_ci_cells(r["fpr"], r["fpr_lo"], r["fpr_hi"])
+            + f"<td class=num>{r['n_clean']}</td></tr>"
+            for _, r in tt.decisions.iterrows()
+        )
+        out.append(
+            "<p>Decisions at each detector's own threshold (Wilson 95% intervals):</p>"
+            '<table class="decisions"><thead><tr><th>tool</th><th>tier</th><th>TPR</th><th>trojaned</th>'
+            f"<th>FPR</th><th>clean</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    return "".join(out)
+
+
+def _casper_html(df: pd.DataFrame, tier: str) -> str:
+    n = int(df["n"].max()) if len(df) else 0
+    head = (
+        "<tr><th>tool</th><th>pearson [95% CI]</th><th>beats the edge detector?</th>"
+        "<th>l1_distance [95% CI]</th><th>beats the blank map?</th>"
+        "<th>paper pearson (ResNet50 / VGG19)</th><th>paper: beat the blank map (L1)?</th></tr>"
+    )
+    body = []
+    for _, r in df.iterrows():
+        cls = ' class="control"' if r["control"] else ""
+        body.append(
+            f"<tr{cls}><td>{_tool_cell(r['tool'], r['control'])}</td>"
+            + _mean_ci_cells(r["pearson"], r["pearson_lo"], r["pearson_hi"])
+            + f"<td>{_e(r['vs_edge_detector'])}</td>"
+            + _mean_ci_cells(r["l1_distance"], r["l1_lo"], r["l1_hi"])
+            + f"<td>{_e(r['vs_blank_map'])}</td><td class=num>{_e(r['paper_pearson'])}</td>"
+            f"<td>{_e(r['paper_l1'])}</td></tr>"
+        )
+    return (
+        f"<h3>Casper et al. protocol: {_e(tier)} tier, patch trojans ({n} cases)</h3>"
+        f'<table class="casper" data-tier="{_e(tier)}"><thead>{head}</thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _tiers_html(data: ReportData) -> str:
+    """The transfer between tiers and the Casper et al. protocol tables; "" where the store has neither."""
+    if not data.transfer and not data.casper:
+        return ""
+    out = ['<section id="tiers"><h2>Toy and realistic tiers</h2>']
+    if data.transfer:
+        out.append(
+            "<p>Does a tool's standing on the toy tier carry over to the realistic tier? Per track scored on "
+            "both: each tool's headline (mean over cases, bootstrap 95% CI over cases), its change, and the "
+            "Spearman correlation of the two rankings (cases resampled within each tier).</p>"
+        )
+        out += [_transfer_html(tt) for tt in data.transfer]
+    for tier in (REALISTIC, TOY):
+        if tier in data.casper:
+            out.append(_casper_html(data.casper[tier], tier))
+    if data.casper:
+        out.append(f'<p class="muted">Paper: {_e(CASPER_2023.citation)}.</p>')
+    out.append("</section>")
+    return "".join(out)
+
+
 def render_html(data: ReportData) -> str:
     """The whole report as one HTML string."""
     try:
@@ -274,8 +378,10 @@ def render_html(data: ReportData) -> str:
         version = "?"
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{_e(_anchor(s))}">{_e(s.title)}</a>' for s in data.sections)
+    tiers = _tiers_html(data)
+    nav += '<a href="#tiers">tiers</a>' if tiers else ""
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in data.notes)
-    body = "".join(_section_html(s) for s in data.sections)
+    body = "".join(_section_html(s) for s in data.sections) + tiers
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'

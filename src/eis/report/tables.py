@@ -18,7 +18,9 @@ from typing import Any
 
 import pandas as pd
 
+from eis.report.casper import casper_table
 from eis.report.plots import figure_uri
+from eis.report.transfer import REALISTIC, TOY, TrackTransfer, tier_transfer
 from eis.results import load
 from eis.results.store import NOT_APPLICABLE, OK, Store, open_store
 from eis.tools.base import TOOLS
@@ -73,6 +75,10 @@ class ReportData:
     n_cells: int
     sections: list[TrackSection]
     notes: list[str]
+    # tools' scores and rankings on the toy vs the realistic tier, per track scored on both
+    transfer: list[TrackTransfer] = dataclasses.field(default_factory=list)
+    # tier -> the Casper et al. protocol table (localize on patch trojans); shown when "realistic" is here
+    casper: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
 
 
 def _settings_label(name: str, settings: dict[str, Any], all_settings: list[dict[str, Any]]) -> str:
@@ -264,9 +270,32 @@ def build_report_data(store: str | Path | Store | None = None) -> ReportData:
     notes = [n for s in sections if s.name not in TRACKS for n in s.notes]
     if df.empty:
         notes.append("the store holds no cells yet: run `eis bench SUITE` first")
+    transfer, casper = tier_tables(df, notes)
     return ReportData(
         store_path=st.path,
         n_cells=len(df),
         sections=[s for s in sections if s.name in TRACKS],
         notes=notes,
+        transfer=transfer,
+        casper=casper,
     )
+
+
+def tier_tables(df: pd.DataFrame, notes: list[str]) -> tuple[list[TrackTransfer], dict[str, pd.DataFrame]]:
+    """The transfer between tiers (tracks scored on both) and the Casper et al. protocol tables (when the
+    realistic tier has localize cells on patch trojans: that tier's, and the toy tier's beside it where
+    any); a failure becomes a note, not a failed report."""
+    transfer: list[TrackTransfer] = []
+    casper: dict[str, pd.DataFrame] = {}
+    try:
+        transfer = tier_transfer(df)
+    except Exception as exc:
+        notes.append(f"transfer between tiers failed: {type(exc).__name__}: {exc}")
+    try:
+        realistic = casper_table(df, REALISTIC)
+        if len(realistic):
+            toy = casper_table(df, TOY)
+            casper = {TOY: toy, REALISTIC: realistic} if len(toy) else {REALISTIC: realistic}
+    except Exception as exc:
+        notes.append(f"Casper et al. protocol table failed: {type(exc).__name__}: {exc}")
+    return transfer, casper
