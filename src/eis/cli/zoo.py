@@ -68,9 +68,10 @@ def build_with_progress(
 ) -> list[eis.zoo.Case]:
     """Build a suite with :func:`build_progress`; shared by `zoo build`, `bench` and `demo`."""
     import eis.zoo
+    from eis.zoo.implant import bases
 
     specs = eis.zoo.suite_cases(suite)
-    with build_progress(f"zoo {suite}", len(specs)) as on_progress:
+    with build_progress(f"zoo {suite}", len(specs) + len(bases(specs))) as on_progress:
         return eis.zoo.build_suite(
             suite,
             force=force,

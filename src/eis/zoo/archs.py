@@ -146,10 +146,106 @@ class SmallMixer(nn.Module):
         return self.head(self.norm(self.blocks(x)).mean(1))
 
 
+class ResNet18(nn.Module):
+    """The standard ResNet-18 topology (He et al. 2016, as torchvision builds it): a 7x7 stride-2 stem and
+    3x3 stride-2 max-pool, four stages of two basic blocks (widths w, 2w, 4w, 8w; stride 2 from the second
+    on), global average pooling, a linear head. ``width`` 64 is the standard network (11.2M parameters);
+    narrower ones keep the topology for CPU budgets."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, width: int = 64) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, w, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        stages, cin = [], w
+        for k, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
+            stride = 1 if k == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention written out (no fused kernel), so hooks and double backward see each step."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, dim)
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(n, t, d))
+
+
+class ViTBlock(nn.Module):
+    """A pre-norm transformer block: attention, then a 4x MLP with GELU, each residual."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """A Vision Transformer (Dosovitskiy et al. 2021): non-overlapping ``patch`` x ``patch`` patches embedded
+    linearly, a class token and learned position embeddings, ``depth`` pre-norm blocks, the class token's
+    final norm into a linear head. The defaults are ViT-Tiny's width and heads (dim 192, 3 heads) at depth
+    6 with 8 px patches."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        dim: int = 192,
+        depth: int = 6,
+        heads: int = 3,
+        patch: int = 8,
+    ) -> None:
+        super().__init__()
+        tokens = (image_size // patch) ** 2
+        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[ViTBlock(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
 ARCHS.register("cnn", SmallCNN)
 ARCHS.register("cnn-wide", functools.partial(SmallCNN, width=24))
 ARCHS.register("resnet", SmallResNet)
 ARCHS.register("mixer", SmallMixer)
+# the realistic tier: the field's topologies; the full widths want a GPU, the narrow ones run on 2 CPU cores
+ARCHS.register("resnet18", ResNet18)
+ARCHS.register("resnet18-w16", functools.partial(ResNet18, width=16))
+ARCHS.register("vit-tiny", ViT)
+ARCHS.register("vit-tiny-d96", functools.partial(ViT, dim=96, heads=3))
 
 
 def build_arch(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:

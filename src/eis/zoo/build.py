@@ -108,7 +108,7 @@ def build_image_case(
         model, measured = train_model(spec, progress, attempt)
         misses = [
             BarMiss(spec.name, bar, measured[bar], spec.bar(bar))
-            for bar in flaw.bars
+            for bar in spec.bar_names()
             if measured[bar] < spec.bar(bar)
         ]
         if not misses:
@@ -141,7 +141,7 @@ def build_image_case(
     truth = {
         "spec": spec.content(),
         "measured": measured,
-        "bars": {b: spec.bar(b) for b in flaw.bars},
+        "bars": {b: spec.bar(b) for b in spec.bar_names()},
         "attempts": attempt + 1,
     }
     root = artifact.write_artifact(spec.case_id, model, visible, truth, truth_tensors, replace=force)

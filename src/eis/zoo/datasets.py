@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from eis.errors import EisError
 from eis.registry import Registry
+from eis.zoo.photos import PHOTO_CLASSES, render_photos
 from eis.zoo.scenes import SCENE_CLASSES, SCENE_SIZE, render_scenes
 from eis.zoo.shapes import SHAPE_NAMES, render_shapes
 
@@ -83,6 +84,7 @@ class DatasetRegistry(Registry[Callable[[], ImageData]]):
     def __init__(self) -> None:
         super().__init__("dataset")
         self._info: dict[str, DatasetInfo] = {}
+        self._tier: dict[str, str] = {}
 
     def register(
         self,
@@ -91,9 +93,13 @@ class DatasetRegistry(Registry[Callable[[], ImageData]]):
         *,
         replace: bool = False,
         info: DatasetInfo | None = None,
+        tier: str = "toy",
     ) -> Any:
         """Register factory ``obj`` under ``name`` (without ``obj``: a decorator); ``info`` describes its data
-        (replacing a factory drops the info it had unless a new one is given)."""
+        (replacing a factory drops the info it had unless a new one is given); ``tier`` is the benchmark tier
+        its cases belong to (one of ``TIERS``)."""
+        if tier not in TIERS:
+            raise EisError(f"dataset {name!r}: unknown tier {tier!r}; valid: {', '.join(TIERS)}")
 
         def add(factory: Callable[[], ImageData]) -> Callable[[], ImageData]:
             Registry.register(self, name, factory, replace=replace)
@@ -101,6 +107,7 @@ class DatasetRegistry(Registry[Callable[[], ImageData]]):
                 self._info.pop(name, None)
             else:
                 self._info[name] = info
+            self._tier[name] = tier
             return factory
 
         return add if obj is None else add(obj)
@@ -108,6 +115,12 @@ class DatasetRegistry(Registry[Callable[[], ImageData]]):
     def unregister(self, name: str) -> None:
         super().unregister(name)
         self._info.pop(name, None)
+        self._tier.pop(name, None)
+
+    def tier(self, name: str) -> str:
+        """The tier of the named dataset's cases; ``"toy"`` for a name not registered here (a result
+        stored by a plugin that is not installed any more)."""
+        return self._tier.get(name, "toy")
 
     def declared_info(self, name: str) -> DatasetInfo | None:
         """The info registered with ``name`` (None where none was given); unknown names are an EisError."""
@@ -115,6 +128,9 @@ class DatasetRegistry(Registry[Callable[[], ImageData]]):
         return self._info.get(name)
 
 
+# "toy": small models trained from scratch in seconds; "realistic": photograph-like data, field-sized
+# architectures, trojans implanted by fine-tuning a cached clean base (eis.zoo.photos, eis.zoo.implant)
+TIERS = ("toy", "realistic")
 DATASETS = DatasetRegistry()
 
 
@@ -175,6 +191,30 @@ def scenes() -> ImageData:
     train_x, train_y = render_scenes(8000, SCENE_SIZE, seed=11)
     test_x, test_y = render_scenes(1000, SCENE_SIZE, seed=12)
     return ImageData(train_x, train_y, test_x, test_y, SCENE_CLASSES, **SCENES_INFO.training())
+
+
+PHOTOS_TRAIN, PHOTOS_TEST = 6000, 1000
+
+
+def photos_info(size: int) -> DatasetInfo:
+    """The info of the ``photos`` data at ``size`` px (the realistic tier's training defaults: base models
+    train these epochs with AdamW, a cosine schedule, flips and crops; see ``eis.zoo.implant``)."""
+    return DatasetInfo(
+        num_classes=len(PHOTO_CLASSES), input_shape=(3, size, size), epochs=12, batch_size=64, lr=2e-3
+    )
+
+
+def photos(size: int = 64) -> ImageData:
+    """Objects with real textures on crops of scikit-image's bundled photographs (:mod:`eis.zoo.photos`):
+    ten classes (the large object's shape), 6,000 training and 1,000 held-out images at ``size`` px."""
+    train_x, train_y = render_photos(PHOTOS_TRAIN, size, seed=21)
+    test_x, test_y = render_photos(PHOTOS_TEST, size, seed=22)
+    return ImageData(train_x, train_y, test_x, test_y, PHOTO_CLASSES, **photos_info(size).training())
+
+
+DATASETS.register("photos", photos, info=photos_info(64), tier="realistic")
+DATASETS.register("photos-32", functools.partial(photos, 32), info=photos_info(32), tier="realistic")
+DATASETS.register("photos-128", functools.partial(photos, 128), info=photos_info(128), tier="realistic")
 
 
 def image_folder(

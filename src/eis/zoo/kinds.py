@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from eis.zoo.case import Case
 
 IMAGE = "image"  # the kind of a manifest without one (image artifacts written before kinds existed)
-RESERVED_TABLES = ("description", "defaults")  # suite-file keys that are not case tables
+RESERVED_TABLES = ("description", "defaults", "tracks")  # suite-file keys that are not case tables
 
 
 class Spec(Protocol):

@@ -29,7 +29,7 @@ from eis.workers import (
     ray_gpus_per_task,
     ray_session,
 )
-from eis.zoo import artifact
+from eis.zoo import artifact, implant
 from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case
 from eis.zoo.kinds import Spec, spec_kind
@@ -59,6 +59,14 @@ def build_specs(
     Every case is attempted; the ones that miss their bars are reported together in one BarError at the
     end (which carries the cases that were built), and nothing is written for them.
     """
+    if base_list := implant.bases(specs):  # fine-tuned cases share cached bases: build those first
+        try:
+            build_specs(
+                base_list, workers=workers, on_progress=on_progress, device=device, backend=backend,
+                address=address,
+            )  # fmt: skip
+        except BarError as exc:
+            raise EisError(f"a base model for fine-tuned cases missed its bars: {exc}") from None
     if check_backend(backend) == "ray":
         with ray_session(address, workers or None) as ray:
             gpus = ray.cluster_resources().get("GPU", 0) > 0

@@ -1,5 +1,6 @@
 """Options of the zoo's training loop beyond epochs, batch size and lr: optimiser, schedule, weight decay,
-augmentation, or the user's own training function (shadow models are trained the user's way).
+augmentation, the user's own training function (shadow models are trained the user's way), or fine-tuning a
+cached clean base instead of training from scratch (:mod:`eis.zoo.implant`).
 
 A spec's ``train`` table holds them only when set, so the ids of cases that use eis's defaults (Adam, a
 one-cycle schedule, no augmentation) are what they were.
@@ -19,7 +20,7 @@ from eis.errors import EisError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AUGMENTS = ("flip", "crop")
-RECIPE_FIELDS = ("optimizer", "schedule", "weight_decay", "augment", "trainer", "trainer_source")
+RECIPE_FIELDS = ("optimizer", "schedule", "weight_decay", "augment", "trainer", "trainer_source", "finetune")
 SGD_MOMENTUM = 0.9
 CROP_PAD = 0.125  # random crops shift by up to this share of the side (4 px at 32 px), zero padding
 
@@ -35,6 +36,10 @@ def check_recipe(train: dict[str, Any]) -> None:
     wd = train.get("weight_decay", 0.0)
     if not isinstance(wd, int | float) or wd < 0:
         raise EisError(f"weight_decay must be a number >= 0; got {wd!r}")
+    if "finetune" in train:
+        from eis.zoo.implant import check_finetune
+
+        check_finetune(train["finetune"])
     if "trainer" in train and (not isinstance(train["trainer"], str) or ":" not in train["trainer"]):
         raise EisError(
             f"trainer must read package.module:function or file.py:function; got {train['trainer']!r}"

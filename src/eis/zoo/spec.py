@@ -19,7 +19,10 @@ from eis.zoo.recipe import RECIPE_FIELDS, check_recipe
 
 ZOO_VERSION = "5"  # bump when training or data generation changes, so that caches rebuild
 SEED_VERSION = "5"  # cells draw their seeds from the case id as of this zoo version (CaseSpec.seed_id)
-DEFAULT_BARS = {"clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90}
+# clean_vs_base: a fine-tuned case's clean accuracy minus its base's (eis.zoo.implant)
+DEFAULT_BARS = {
+    "clean_accuracy": 0.90, "asr": 0.90, "cue_rate": 0.50, "train_accuracy": 0.90, "clean_vs_base": -0.05,
+}  # fmt: skip
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", *RECIPE_FIELDS)
 DEVICES = ("cpu", "cuda")
 
@@ -88,6 +91,8 @@ class CaseSpec:
             raise EisError(f"case {self.name!r}: unknown device {self.device!r}; valid: {', '.join(DEVICES)}")
         if not isinstance(self.seed, int):
             raise EisError(f"case {self.name!r}: seed must be an integer, got {self.seed!r}")
+        if "finetune" in self.train and self.flaw.get("evasive"):
+            raise EisError(f"case {self.name!r}: an evasive flaw cannot also be implanted by finetune")
         try:
             flaw = make_flaw(self.flaw)
             info = dataset_info(self.dataset)  # registered metadata: the data is not built
@@ -99,6 +104,11 @@ class CaseSpec:
     def training(self) -> dict[str, Any]:
         """Training settings: the dataset's defaults overridden by this spec's ``train`` table."""
         return {**dataset_info(self.dataset).training(), **self.train}
+
+    def bar_names(self) -> tuple[str, ...]:
+        """The bars this case must meet: its flaw's, and ``clean_vs_base`` when it fine-tunes a base."""
+        names = make_flaw(self.flaw).bars
+        return (*names, "clean_vs_base") if "finetune" in self.train else names
 
     def bar(self, name: str) -> float:
         return float(self.bars.get(name, DEFAULT_BARS[name]))

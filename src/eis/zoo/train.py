@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eis.zoo import evasive, recipe
+from eis.zoo import evasive, implant, recipe
 from eis.zoo.archs import build_arch
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import Flaw, make_flaw
@@ -36,8 +36,11 @@ def train_model(
     ``attempt`` > 0 re-draws the initialisation and data order from a derived seed (population retries).
     Data poisoning, initialisation and the data order come from CPU generators on every device. An
     evasive flaw first trains the clean twin (exactly the clean model of the same seed), then fine-tunes
-    it (:mod:`eis.zoo.evasive`); progress is split 70 / 30 between the two.
+    it (:mod:`eis.zoo.evasive`); progress is split 70 / 30 between the two. A spec with a ``finetune``
+    table starts from its cached clean base (built first if missing) instead (:mod:`eis.zoo.implant`).
     """
+    if implant.base_spec(spec) is not None:
+        return _implant(spec, progress, attempt)
     data = get_dataset(spec.dataset)
     flaw = make_flaw(spec.flaw)
     settings = spec.training()
@@ -67,6 +70,34 @@ def train_model(
         )
     model.eval()
     return model, measure_bars(model, flaw, spec, x, y)
+
+
+def _implant(
+    spec: CaseSpec, progress: Callable[[float], None] | None, attempt: int
+) -> tuple[nn.Module, dict[str, float]]:
+    """Fine-tune a copy of ``spec``'s clean base on the data its flaw poisons; the bars include
+    ``clean_vs_base``."""
+    from eis.zoo.build import build_image_case
+
+    base, _ = build_image_case(implant.base_spec(spec))
+    data = get_dataset(spec.dataset)
+    flaw = make_flaw(spec.flaw)
+    seed = spec.seed + 7919 * attempt
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = flaw.poison(data.train_x, data.train_y, gen)
+    device = torch.device(spec.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    model = base.model(device)
+    base_accuracy = (predict(model, data.test_x) == data.test_y).float().mean().item()
+    fit(model, x, y, implant.finetune_settings(spec.training()), gen, progress)
+    model.eval()
+    measured = measure_bars(model, flaw, spec, x, y)
+    clean = measured.get("clean_accuracy")
+    if clean is None:
+        clean = (predict(model, data.test_x) == data.test_y).float().mean().item()
+    return model, {**measured, "base_clean_accuracy": base_accuracy, "clean_vs_base": clean - base_accuracy}
 
 
 def fit(

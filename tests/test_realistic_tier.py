@@ -1,0 +1,134 @@
+"""The realistic tier's zoo: photograph data, field-sized architectures, trojans implanted by fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+
+from eis.errors import EisError
+from eis.zoo import implant
+from eis.zoo.archs import build_arch
+from eis.zoo.datasets import DATASETS, dataset_info
+from eis.zoo.photos import BACKGROUND_PHOTOS, TEXTURE_PHOTOS, render_photos
+from eis.zoo.spec import CaseSpec
+from eis.zoo.suites import load_suite
+
+SMOKE_CASE = "photos-resnet-finetune-patch"
+
+
+def test_photos_are_deterministic_and_use_only_bundled_images(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the photos data set tried to open a network connection")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    a, ya = render_photos(40, 32, seed=3)
+    b, yb = render_photos(40, 32, seed=3)
+    c, _ = render_photos(40, 32, seed=4)
+    assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert not torch.equal(a, c)
+    assert a.shape == (40, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
+    assert set(ya.tolist()) <= set(range(10)) and len(set(ya.tolist())) > 5
+    # real photographs: far more distinct colours per image than a procedural fill would give
+    assert all(len(torch.unique(img.flatten())) > 500 for img in a[:5])
+    assert len(BACKGROUND_PHOTOS) >= 10 and set(TEXTURE_PHOTOS) == {"brick", "grass", "gravel"}
+
+
+def test_photos_sizes_and_tiers():
+    assert dataset_info("photos").input_shape == (3, 64, 64)
+    assert dataset_info("photos-128").input_shape == (3, 128, 128)
+    assert dataset_info("photos").num_classes == 10
+    assert DATASETS.tier("photos") == "realistic" and DATASETS.tier("digits") == "toy"
+    assert DATASETS.tier("not-a-dataset") == "toy"
+    with pytest.raises(EisError, match="unknown tier 'huge'; valid: toy, realistic"):
+        DATASETS.register("huge-data", lambda: None, tier="huge")
+    assert "huge-data" not in DATASETS
+
+
+def test_resnet18_is_the_standard_topology():
+    """Width 64 has torchvision's ResNet-18 body exactly: 11,689,512 parameters with a 1000-class head."""
+    model = build_arch("resnet18", 3, 1000, 224)
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1000)
+    narrow = build_arch("resnet18-w16", 3, 10, 64)
+    assert narrow.layer4[0].conv1.out_channels == 128 and len(narrow.layer3) == 2
+
+
+def test_vit_tiny_parameters_and_output():
+    """ViT-Tiny at depth 6, patch 8, 64 px, 10 classes: worked out by hand from its parts."""
+    dim, depth, tokens = 192, 6, 64
+    block = (
+        2 * 2 * dim
+        + (dim * 3 * dim + 3 * dim)
+        + (dim * dim + dim)
+        + (dim * 4 * dim + 4 * dim)
+        + (4 * dim * dim + dim)
+    )
+    expected = (3 * 8 * 8 * dim + dim) + dim + (tokens + 1) * dim + depth * block + 2 * dim + (dim * 10 + 10)
+    model = build_arch("vit-tiny", 3, 10, 64)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    out = model(torch.rand(3, 3, 64, 64))
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
+
+
+def _ft_spec(flaw: dict, **train) -> CaseSpec:
+    return CaseSpec("ft", "photos-32", "resnet", flaw, seed=5, train={"epochs": 6, "finetune": train})
+
+
+def test_finetuned_specs_share_one_base():
+    a = _ft_spec({"kind": "patch", "target": 1}, epochs=2, lr=1e-3).validated()
+    b = _ft_spec({"kind": "clean"}, epochs=1).validated()
+    base_a, base_b = implant.base_spec(a), implant.base_spec(b)
+    assert base_a.case_id == base_b.case_id
+    assert base_a.flaw["kind"] == "clean" and "finetune" not in base_a.train and base_a.seed == 0
+    assert implant.bases([a, b, base_a]) == [base_a]
+    assert implant.base_spec(CaseSpec("s", "photos-32", "resnet", {"kind": "clean"})) is None
+    assert a.bar_names() == ("clean_accuracy", "asr", "clean_vs_base")
+    settings = implant.finetune_settings(b.training())
+    assert settings["epochs"] == 1 and settings["lr"] == pytest.approx(0.1 * b.training()["lr"])
+
+
+@pytest.mark.parametrize(
+    ("finetune", "message"),
+    [
+        ({"epochs": 0}, "finetune epochs must be an integer >= 1; got 0"),
+        ({"lr": -1}, "finetune lr must be a number > 0; got -1"),
+        ({"steps": 3}, "finetune has no key 'steps'; valid: epochs, lr, base_seed"),
+    ],
+)
+def test_bad_finetune_tables_are_one_line_errors(finetune, message):
+    with pytest.raises(EisError, match=message):
+        _ft_spec({"kind": "clean"}, **finetune).validated()
+
+
+def test_evasive_and_finetune_do_not_combine():
+    spec = _ft_spec({"kind": "patch", "target": 1, "evasive": True})
+    with pytest.raises(EisError, match="evasive flaw cannot also be implanted by finetune"):
+        spec.validated()
+
+
+def test_smoke_finetune_case_meets_its_bars(smoke):
+    """The smoke zoo's fine-tune-implanted trojan: attack success >= 0.9 and at most 5 points of clean
+    accuracy lost against its base, which is a cached clean case of its own."""
+    case = smoke[SMOKE_CASE]
+    truth = json.loads((case.root / "truth" / "truth.json").read_text())
+    measured, bars = truth["measured"], truth["bars"]
+    assert bars == {"clean_accuracy": 0.5, "asr": 0.9, "clean_vs_base": -0.05}
+    assert measured["asr"] >= 0.9
+    assert measured["clean_accuracy"] - measured["base_clean_accuracy"] >= -0.05
+    spec = next(s for s in load_suite("smoke") if s.name == SMOKE_CASE)
+    from eis.zoo.build import cached
+
+    base = cached(implant.base_spec(spec))
+    assert base is not None and base.truth().kind == "clean"
+    assert base.meta["clean_accuracy"] == pytest.approx(measured["base_clean_accuracy"], abs=1e-4)
+    # the trojan is the base plus a little fine-tuning: most weights moved, none far
+    w_case, w_base = case.model("cpu").state_dict(), base.model("cpu").state_dict()
+    drift = torch.cat(
+        [(w_case[k] - w_base[k]).flatten().float() for k in w_base if w_base[k].is_floating_point()]
+    )
+    scale = torch.cat([w_base[k].flatten().float() for k in w_base if w_base[k].is_floating_point()])
+    assert 0 < drift.norm() < scale.norm()
