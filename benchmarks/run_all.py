@@ -22,6 +22,7 @@ BENCHMARKS = {
     "repair": ["bench_repair.py"],
     "rules": ["bench_rule_search.py"],
     "features": ["bench_features.py"],
+    "realistic": ["bench_realistic.py"],
 }
 
 
