@@ -132,3 +132,22 @@ def test_smoke_finetune_case_meets_its_bars(smoke):
     )
     scale = torch.cat([w_base[k].flatten().float() for k in w_base if w_base[k].is_floating_point()])
     assert 0 < drift.norm() < scale.norm()
+
+
+def test_track_records_say_which_tier_they_come_from():
+    from eis.audit.calibration import build_calibration, load_calibration, table_tiers, track_record_text
+
+    entry = {"threshold": 2.0, "tpr": 0.9, "fpr": 0.1, "n": 20, "n_trojaned": 10, "n_clean": 10, "auroc": 0.95}
+    toy = track_record_text("neural_cleanse", entry, "anomaly index", "zoo", ["toy"])
+    real = track_record_text("neural_cleanse", entry, "anomaly index", "zoo", ["realistic"])
+    both = track_record_text("neural_cleanse", entry, "anomaly index", "zoo", ["realistic", "toy"])
+    assert "(toy tier: small models trained from scratch in seconds)" in toy
+    assert "(realistic tier: 64 px photographs" in real and "(realistic and toy tiers)" in both
+    assert "tier" not in track_record_text("neural_cleanse", entry, "anomaly index", "shadows")
+    assert table_tiers(load_calibration()) == ["toy"]  # the shipped table: built from toy suites only
+    records = [
+        {"track": "detect", "status": "ok", "dataset": d, "tool": "random_scorer", "control": True,
+         "case_id": f"c{i}", "flaw": "clean" if i % 2 else "patch", "scores": {"score": float(i)}, "extras": {}}
+        for i, d in enumerate(["digits", "photos", "digits", "photos"])
+    ]  # fmt: skip
+    assert build_calibration(records, suites=["x"])["made_by"]["tiers"] == ["realistic", "toy"]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from eis.errors import EisError
+from eis.zoo.datasets import DATASETS
 
 FORMAT = 1
 PAPER_THRESHOLDS = {"neural_cleanse": 2.0}  # Wang et al. 2019 flag an anomaly index above 2
@@ -86,7 +87,7 @@ _NAMES = (_list_of(lambda x: isinstance(x, str)), "a list of strings")
 _FIELDS: dict[str, dict[str, tuple[Any, str]]] = {
     "table": {"note": (lambda v: isinstance(v, str), "a string")}
     | dict.fromkeys(("made_by", "detectors", "attribution", "shadows"), _OBJECT),
-    "made_by": {"suites": _NAMES, "tracks": _NAMES, "shadows": _OBJECT},
+    "made_by": {"suites": _NAMES, "tracks": _NAMES, "tiers": _NAMES, "shadows": _OBJECT},
     "detector": dict.fromkeys(("threshold", "tpr", "fpr", "auroc", "input_auroc"), _NUMBER)
     | dict.fromkeys(("n", "n_trojaned", "n_clean", "tp", "fp", "n_target", "n_input_models"), _COUNT)
     | dict.fromkeys(("tpr_ci", "fpr_ci", "auroc_ci"), (_pair, "[low, high], two numbers"))
@@ -157,6 +158,7 @@ def build_calibration(records: list[dict[str, Any]], *, suites: list[str], note:
             "eis_version": __version__,
             "suites": sorted(suites),
             "tracks": sorted({str(r.get("track")) for r in records if r.get("status") == "ok"}),
+            "tiers": sorted({DATASETS.tier(str(r.get("dataset"))) for r in detect}),
             "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         },
         "note": note,
@@ -252,12 +254,38 @@ def _attribution(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def track_record_text(name: str, entry: dict[str, Any] | None, label: str, source: str = "zoo") -> str:
-    """One sentence: what eis measured for this detector, on its own benchmark (``source="zoo"``) or on
-    shadow models like the user's (``"shadows"``), with the CIs where the table has them."""
+TIER_WORDS = {
+    "toy": "toy tier: small models trained from scratch in seconds",
+    "realistic": "realistic tier: 64 px photographs, ResNet-18, trojans implanted by fine-tuning",
+}
+
+
+def table_tiers(table: dict[str, Any]) -> list[str]:
+    """The zoo tiers a table's records were measured on (a table made before tiers existed: the toy tier,
+    the only one there was)."""
+    return list(table.get("made_by", {}).get("tiers") or ["toy"])
+
+
+def tier_phrase(tiers: list[str]) -> str:
+    """Which tier(s) a zoo record comes from, in words: "toy tier: ..." or "toy and realistic tiers"."""
+    if len(tiers) == 1:
+        return TIER_WORDS.get(tiers[0], f"{tiers[0]} tier")
+    return f"{' and '.join(tiers)} tiers"
+
+
+def track_record_text(
+    name: str, entry: dict[str, Any] | None, label: str, source: str = "zoo", tiers: list[str] | None = None
+) -> str:
+    """One sentence: what eis measured for this detector, on its own benchmark (``source="zoo"``, on the
+    zoo ``tiers``) or on shadow models like the user's (``"shadows"``), with the CIs where the table has
+    them."""
     if not entry or set(entry) <= {"text", "source"}:
         return "No track record in the calibration table"
-    where = "On shadow models like yours" if source == "shadows" else "On eis's detection populations"
+    where = (
+        "On shadow models like yours"
+        if source == "shadows"
+        else f"On eis's detection populations ({tier_phrase(tiers or ['toy'])})"
+    )
     if "tpr" in entry:
         thr = entry["threshold"]
         article = "an" if label[0] in "aeiou" else "a"

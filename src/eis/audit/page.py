@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from eis.audit.calibration import tier_phrase
 from eis.report.html import CSS, _e, _num
 from eis.report.plots import data_uri
 
@@ -221,7 +222,11 @@ def render_page(report: AuditReport) -> str:
         f" — suspected target class {report.suspected_target}" if report.suspected_target is not None else ""
     )
     made = report.calibration
-    where = "shadow models like this one" if made.get("source") == "shadows" else "eis's zoo"
+    where = (
+        "shadow models like this one"
+        if made.get("source") == "shadows"
+        else f"eis's zoo ({tier_phrase(list(made.get('tiers') or ['toy']))})"
+    )
     cal = (
         f"Track records measured on {where}, from the calibration table made by eis "
         f"{_e(made.get('eis_version', '?'))} from suite(s) "

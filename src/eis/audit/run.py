@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eis.audit.calibration import load_calibration, track_record_text
+from eis.audit.calibration import load_calibration, table_tiers, track_record_text
 from eis.audit.report import NO_EVIDENCE, SUSPICIOUS, AuditReport, DetectorResult, ScreenedInput
 from eis.batching import rows_per_pass
 from eis.errors import EisError, ToolRefusal
@@ -173,6 +173,7 @@ def audit(
         n_examples=health.n,
         calibration={
             **table.get("made_by", {}),
+            **({"tiers": table_tiers(table)} if source == "zoo" else {}),
             "source": source,
             "note": table.get("note", ""),
             **({"shadows": table["shadows"]} if "shadows" in table else {}),
@@ -213,7 +214,8 @@ def decide(results: Sequence[DetectorResult]) -> tuple[str | None, str, int | No
 def _record(table: dict[str, Any], name: str, source: str) -> dict[str, Any]:
     """A detector's calibration entry with its sentence and source (``clean_scores`` stay in the table)."""
     entry = {k: v for k, v in table.get("detectors", {}).get(name, {}).items() if k != "clean_scores"}
-    entry["text"] = track_record_text(name, entry, SCORE_LABELS.get(name, "score"), source)
+    label = SCORE_LABELS.get(name, "score")
+    entry["text"] = track_record_text(name, entry, label, source, table_tiers(table))
     entry["source"] = source
     return entry
 
