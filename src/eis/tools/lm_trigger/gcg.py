@@ -28,20 +28,24 @@ import torch
 import torch.nn.functional as F
 
 from eis.tools.base import register_tool
+from eis.tools.lm_hooks import run_with_hooks
 from eis.tools.lm_trigger.base import TriggerAnswer, TriggerTask, TriggerTool, ranked
 
 
 def token_gradients(task: TriggerTask, trigger: torch.Tensor) -> torch.Tensor:
-    """(n, V) gradient of the target loss with respect to the one-hot encoding of ``trigger`` (n,)."""
-    model = task.model
-    emb = model.get_input_embeddings().weight
+    """(n, V) gradient of the target loss with respect to the one-hot encoding of ``trigger`` (n,): the
+    trigger's embeddings at ``hook_embed`` are replaced by ``one_hot @ W_E``."""
+    emb = task.model.get_input_embeddings().weight
     one_hot = F.one_hot(trigger, emb.shape[0]).to(emb.dtype).requires_grad_(True)
-    prefix, target = torch.tensor(task.prefix, dtype=torch.long), torch.tensor(task.target_ids)
+    ids = torch.tensor([*task.prefix, *trigger.tolist(), *task.target_ids], device=emb.device)[None]
+    start, end = len(task.prefix), len(task.prefix) + len(trigger)
+
+    def one_hot_trigger(embeds: torch.Tensor, _hook: str) -> torch.Tensor:
+        return torch.cat([embeds[:, :start], (one_hot @ emb)[None], embeds[:, end:]], 1)
+
     with torch.enable_grad():
-        embeds = torch.cat([emb[prefix].detach(), one_hot @ emb, emb[target].detach()])[None]
-        logits = model(inputs_embeds=embeds).logits[0]
-        start = len(prefix) + len(trigger) - 1
-        loss = F.cross_entropy(logits[start : start + len(target)].float(), target)
+        logits = run_with_hooks(task.model, ids, [("hook_embed", one_hot_trigger)])[0]
+        loss = F.cross_entropy(logits[end - 1 : ids.shape[1] - 1].float(), ids[0, end:])
         (grad,) = torch.autograd.grad(loss, one_hot)
     task.spend(1)
     return grad
