@@ -14,19 +14,20 @@ its ratio to the plain forward:
   printed against transformers'), plain and caching all its points.
 
 Design chosen: forward hooks on the ``transformers`` modules, attached for one call. Measured (one torch
-thread on the shared 2-core CPU machine while another job loaded it, so rows move by about 10%; medians
-of 15 rounds; batch 1, 64 and 512 sequences of 16-32 tokens, both sizes): with nothing attached the hook
-layer costs 0.89-1.15x the plain forward (noise: it runs that forward plus a name lookup); caching every
-block's ``hook_resid_post`` 0.90-1.17x (against ``output_hidden_states=True``: 0.99-1.18x); caching all
-29 points 1.09-1.50x (1.08-1.40x of ``output_hidden_states``); one patch 0.89-1.34x. The port is faster in absolute terms (0.38-0.41x the
-transformers forward at one sequence, 0.76-0.85x at 64-512), because it skips transformers' per-call
-machinery (about 1 ms per call: masks, output wrappers), not because its hooks are cheaper: its own
-cache costs 1.13-1.72x its forward, like the hook layer's. We wrap all the same: a port is a second
-implementation of every GPT-2 variant transformers runs (activation functions, attention scaling options,
-eager / sdpa / flash attention, padding masks, cached generation) and a second copy of the weights to keep
-in step; tools that take gradients or train (GCG, repair by fine-tuning) and the scoring through the
-model's own forward would see another object than the one audited; and at the batch sizes tools use the
-layer's cost is small next to the forward it hooks. Run::
+thread on the shared 2-core CPU machine while another job loaded it, so rows move by about 10%; medians of 15
+rounds; batch 1, 64 and 512 sequences of 16-32 tokens, both sizes): with nothing attached the hook layer costs
+0.89-1.15x the plain forward (noise: it runs that forward plus a name lookup); caching every block's
+``hook_resid_post`` 0.90-1.17x (against ``output_hidden_states=True``: 0.99-1.18x); caching all 29 points
+1.09-1.50x (1.08-1.40x of ``output_hidden_states``); one patch 0.89-1.34x. The port is faster in absolute
+terms (0.38-0.41x the transformers forward at one sequence, 0.76-0.85x at 64-512), because it skips
+transformers' per-call machinery (about 1 ms at one sequence; a profile shows decorator wrappers, config
+look-ups and the KV cache it builds by default), not because its hooks are cheaper: its own cache costs
+1.13-1.72x its forward, like the hook layer's. We wrap all the same: a port is a second implementation of
+every GPT-2 variant transformers runs (activation functions, attention scaling options, eager / sdpa / flash
+attention, padding masks, cached generation) and a second copy of the weights to keep in step; tools that take
+gradients or train (GCG, repair by fine-tuning) and the scoring through the model's own forward would see
+another object than the one audited; and at the batch sizes tools use the layer's cost is small next to the
+forward it hooks. Run::
 
     .venv/bin/python benchmarks/bench_lm_hooks.py [--rounds 15] [--threads 1]
 """
