@@ -5,36 +5,30 @@ forward hooks to the model's own modules for the duration of one call (no copy o
 change to the model; nothing extra runs when nothing is hooked) and names what they see as
 TransformerLens does for GPT-2:
 
-=================================  =====================================  ==============================
-name                               what the model computes there          shape
-=================================  =====================================  ==============================
-``hook_embed``                     token embeddings (``wte``)             (batch, pos, d_model)
-``hook_pos_embed``                 position embeddings (``wpe``)          (1, pos, d_model) [#]_
-``blocks.{i}.hook_resid_pre``      the residual stream entering block i   (batch, pos, d_model)
-``blocks.{i}.ln1.hook_normalized`` ``ln_1`` output (weight and bias on)   (batch, pos, d_model)
-``blocks.{i}.attn.hook_q/k/v``     queries, keys, values per head         (batch, pos, n_heads, d_head)
-``blocks.{i}.attn.hook_z``         attention-weighted values per head     (batch, pos, n_heads, d_head)
-``blocks.{i}.hook_attn_out``       the attention layer's output           (batch, pos, d_model)
-``blocks.{i}.hook_resid_mid``      resid_pre + attn_out                   (batch, pos, d_model)
-``blocks.{i}.ln2.hook_normalized`` ``ln_2`` output                        (batch, pos, d_model)
-``blocks.{i}.mlp.hook_pre``        MLP neurons before the activation      (batch, pos, d_mlp)
-``blocks.{i}.mlp.hook_post``       MLP neurons after the activation       (batch, pos, d_mlp)
-``blocks.{i}.hook_mlp_out``        the MLP's output                       (batch, pos, d_model)
-``blocks.{i}.hook_resid_post``     resid_mid + mlp_out                    (batch, pos, d_model)
-``ln_final.hook_normalized``       ``ln_f`` output, what the unembedding  (batch, pos, d_model)
-                                   reads (``hidden_states[-1]``)
-=================================  =====================================  ==============================
-
-.. [#] as the model computes it (TransformerLens repeats it over the batch).
+| name | what the model computes there | shape |
+|---|---|---|
+| ``hook_embed`` | token embeddings (``wte``) | (batch, pos, d_model) |
+| ``hook_pos_embed`` | position embeddings (``wpe``), as the model computes them | (1, pos, d_model) |
+| ``blocks.{i}.hook_resid_pre`` | the residual stream entering block i | (batch, pos, d_model) |
+| ``blocks.{i}.ln1.hook_normalized`` | ``ln_1``'s output | (batch, pos, d_model) |
+| ``blocks.{i}.attn.hook_q`` / ``_k`` / ``_v`` | queries, keys, values per head | (batch, pos, head, d_head) |
+| ``blocks.{i}.attn.hook_z`` | attention-weighted values per head | (batch, pos, head, d_head) |
+| ``blocks.{i}.hook_attn_out`` | the attention layer's output | (batch, pos, d_model) |
+| ``blocks.{i}.hook_resid_mid`` | resid_pre + attn_out | (batch, pos, d_model) |
+| ``blocks.{i}.ln2.hook_normalized`` | ``ln_2``'s output | (batch, pos, d_model) |
+| ``blocks.{i}.mlp.hook_pre`` / ``hook_post`` | MLP neurons before / after activation | (batch, pos, d_mlp) |
+| ``blocks.{i}.hook_mlp_out`` | the MLP's output | (batch, pos, d_model) |
+| ``blocks.{i}.hook_resid_post`` | resid_mid + mlp_out | (batch, pos, d_model) |
+| ``ln_final.hook_normalized`` | ``ln_f``'s output, what the unembedding reads | (batch, pos, d_model) |
 
 As with TransformerLens loaded without weight processing (``from_pretrained_no_processing``), LayerNorm
-outputs include their weight and bias. A hook is ``fn(activation, hook)``: ``hook`` is the point's name
-(a ``str`` whose ``.name`` is itself, as TransformerLens passes a ``HookPoint``); a tensor returned in the
-activation's shape replaces it (patching, steering, ablation), ``None`` leaves it. Replacing
-``hook_resid_mid`` is done through the attention output (``attn_out := new - resid_pre``), exact up to
-float rounding. Other causal LMs expose ``hook_embed`` (their input embedding) only. The design (hooks on
-``transformers`` modules rather than a port to the circuits track's own hooked transformer) and its
-measured overhead are in ``benchmarks/bench_lm_hooks.py``.
+outputs include their weight and bias (TransformerLens also repeats ``hook_pos_embed`` over the batch).
+A hook is ``fn(activation, hook)``: ``hook`` is the point's name (a ``str`` whose ``.name`` is itself, as
+TransformerLens passes a ``HookPoint``); a tensor returned in the activation's shape replaces it
+(patching, steering, ablation), ``None`` leaves it. Replacing ``hook_resid_mid`` is done through the
+attention output (``attn_out := new - resid_pre``), exact up to float rounding. Other causal LMs expose
+``hook_embed`` (their input embedding) only. Why hooks on ``transformers`` modules rather than a port to
+the circuits track's hooked transformer, and the measured overhead: ``benchmarks/bench_lm_hooks.py``.
 """
 
 from __future__ import annotations
