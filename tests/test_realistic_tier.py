@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -89,6 +90,13 @@ def test_finetuned_specs_share_one_base():
     assert a.bar_names() == ("clean_accuracy", "asr", "clean_vs_base")
     settings = implant.finetune_settings(b.training())
     assert settings["epochs"] == 1 and settings["lr"] == pytest.approx(0.1 * b.training()["lr"])
+    augmented = CaseSpec(
+        "a", "photos-32", "resnet", {"kind": "clean"}, train={"augment": ["flip"], "finetune": {}}
+    )
+    assert implant.finetune_settings(augmented.training())["augment"] == ["flip"]  # the base's, by default
+    plain = dataclasses.replace(augmented, train={"augment": ["flip"], "finetune": {"augment": []}})
+    assert implant.finetune_settings(plain.training())["augment"] == []
+    assert implant.base_spec(plain.validated()).case_id == implant.base_spec(augmented.validated()).case_id
 
 
 @pytest.mark.parametrize(
@@ -96,7 +104,8 @@ def test_finetuned_specs_share_one_base():
     [
         ({"epochs": 0}, "finetune epochs must be an integer >= 1; got 0"),
         ({"lr": -1}, "finetune lr must be a number > 0; got -1"),
-        ({"steps": 3}, "finetune has no key 'steps'; valid: epochs, lr, base_seed"),
+        ({"steps": 3}, "finetune has no key 'steps'; valid: epochs, lr, base_seed, augment"),
+        ({"augment": ["rotate"]}, "finetune augment must be a list drawn from flip, crop; got"),
     ],
 )
 def test_bad_finetune_tables_are_one_line_errors(finetune, message):
@@ -137,7 +146,15 @@ def test_smoke_finetune_case_meets_its_bars(smoke):
 def test_track_records_say_which_tier_they_come_from():
     from eis.audit.calibration import build_calibration, load_calibration, table_tiers, track_record_text
 
-    entry = {"threshold": 2.0, "tpr": 0.9, "fpr": 0.1, "n": 20, "n_trojaned": 10, "n_clean": 10, "auroc": 0.95}
+    entry = {
+        "threshold": 2.0,
+        "tpr": 0.9,
+        "fpr": 0.1,
+        "n": 20,
+        "n_trojaned": 10,
+        "n_clean": 10,
+        "auroc": 0.95,
+    }
     toy = track_record_text("neural_cleanse", entry, "anomaly index", "zoo", ["toy"])
     real = track_record_text("neural_cleanse", entry, "anomaly index", "zoo", ["realistic"])
     both = track_record_text("neural_cleanse", entry, "anomaly index", "zoo", ["realistic", "toy"])
@@ -147,7 +164,8 @@ def test_track_records_say_which_tier_they_come_from():
     assert table_tiers(load_calibration()) == ["toy"]  # the shipped table: built from toy suites only
     records = [
         {"track": "detect", "status": "ok", "dataset": d, "tool": "random_scorer", "control": True,
-         "case_id": f"c{i}", "flaw": "clean" if i % 2 else "patch", "scores": {"score": float(i)}, "extras": {}}
+         "case_id": f"c{i}", "flaw": "clean" if i % 2 else "patch", "scores": {"score": float(i)},
+         "extras": {}}
         for i, d in enumerate(["digits", "photos", "digits", "photos"])
     ]  # fmt: skip
     assert build_calibration(records, suites=["x"])["made_by"]["tiers"] == ["realistic", "toy"]

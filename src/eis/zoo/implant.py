@@ -6,7 +6,11 @@ clean *base* model of its dataset and architecture is trained once with the rest
 architecture shares it), and the case is a copy of that base fine-tuned for ``epochs`` epochs at peak
 learning rate ``lr`` on data the flaw has poisoned. Clean controls fine-tune the same way on clean data,
 so that nothing but the flaw separates them from the trojaned copies. ``base_seed`` (default 0) picks the
-base; the case's own seed draws the poisoning and the data order.
+base; the case's own seed draws the poisoning and the data order. ``augment`` (default: the base's) sets
+the fine-tuning's augmentation apart: the realistic suite fine-tunes without the base's flips and crops,
+since a crop shifts a corner sticker partly out of the frame (with them, 3 of its 4 corner patches and
+one natural trojan missed the attack-success bar after 4 epochs; without, a corner patch reached 0.97
+after one).
 
 A fine-tuned case carries one more bar, ``clean_vs_base``: its clean accuracy minus its base's must stay
 above the threshold (default -0.05: at most five points lost to the implant).
@@ -18,8 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from eis.errors import EisError
+from eis.zoo.recipe import AUGMENTS
 
-FINETUNE_KEYS = ("epochs", "lr", "base_seed")
+FINETUNE_KEYS = ("epochs", "lr", "base_seed", "augment")
 DEFAULT_EPOCHS = 2
 DEFAULT_LR_SHARE = 0.1  # without an lr, fine-tuning peaks at this share of the base's learning rate
 
@@ -40,6 +45,9 @@ def check_finetune(value: Any) -> None:
     seed = value.get("base_seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise EisError(f"finetune base_seed must be an integer; got {seed!r}")
+    aug = value.get("augment", [])
+    if not isinstance(aug, list) or any(a not in AUGMENTS for a in aug):
+        raise EisError(f"finetune augment must be a list drawn from {', '.join(AUGMENTS)}; got {aug!r}")
 
 
 def base_spec(spec: Any) -> Any | None:
@@ -78,4 +86,6 @@ def finetune_settings(settings: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in settings.items() if k != "finetune"}
     out["epochs"] = ft.get("epochs", DEFAULT_EPOCHS)
     out["lr"] = ft.get("lr", DEFAULT_LR_SHARE * settings["lr"])
+    if "augment" in ft:
+        out["augment"] = ft["augment"]
     return out
