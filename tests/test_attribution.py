@@ -15,6 +15,7 @@ from eis.testing import contract_model
 from eis.tools.attribution.cam import cam_layer
 from eis.tools.attribution.common import grid_mask, noisy_baselines
 from eis.tools.base import make_tool
+from eis.zoo.archs import build_arch
 
 ARCHS = [("cnn", 1, 16), ("resnet", 3, 32)]
 
@@ -75,6 +76,26 @@ def test_deeplift_shap_completeness(arch: str, c: int, side: int) -> None:
     torch.testing.assert_close(attr.sum((1, 2, 3)), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_padded_max_pool_tree_and_deeplift_on_resnet18() -> None:
+    """ResNet-18's 3x3 / stride-2 / padding-1 max-pool as a ReLU tree: the values and gradients of
+    ``nn.MaxPool2d`` on inputs of any sign, and DeepLift on a ResNet-18 (which holds that pool) sums to
+    f(x) - f(black)."""
+    from eis.tools.attribution.rewrite import MaxPoolAsReLU
+
+    pool, tree = nn.MaxPool2d(3, 2, 1), MaxPoolAsReLU(3, 2, 1)
+    x = torch.randn(2, 3, 9, 10, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    torch.testing.assert_close(tree(x), pool(x))
+    g_tree, g_pool = (torch.autograd.grad(f(x).pow(2).sum(), x)[0] for f in (tree, pool))
+    torch.testing.assert_close(g_tree, g_pool)
+    torch.manual_seed(8)
+    model = build_arch("resnet18-w16", 3, 10, 32).eval()
+    xs = torch.rand((2, 3, 32, 32), generator=torch.Generator().manual_seed(9))
+    t = torch.tensor([1, 7])
+    attr = make_tool("deeplift").attribute(model, xs, t)
+    delta = score(model, xs, t) - score(model, torch.zeros_like(xs), t)
+    torch.testing.assert_close(attr.sum((1, 2, 3)), delta, rtol=1e-4, atol=1e-4 * delta.abs().mean().item())
+
+
 def test_raw_captum_deeplift_is_wrong_on_resnet() -> None:
     """The pitfall the call-site rewrite fixes: plain Captum DeepLift on the zoo resnet is not complete."""
     from captum.attr import DeepLift
@@ -100,10 +121,13 @@ def _captum_net(model: nn.Module, name: str) -> nn.Module:
 def _small_net(kind: str) -> nn.Module:
     """8x8 inputs. Sigmoid: the rescale rule's general (non-ReLU) path; Tanh: LRP's pass-through rule;
     pool2_odd: a 2x2 pool over an odd 7x7 map (DeepLift's one-node pool, edge row/column unused);
-    pool3: an overlapping 3x3 / stride-2 pool (DeepLift's general ReLU tree)."""
+    pool3: an overlapping 3x3 / stride-2 pool (DeepLift's general ReLU tree); pool3_pad: ResNet's 3x3 /
+    stride-2 pool with padding 1."""
     torch.manual_seed(5)
     if kind.startswith("pool"):
-        pool, side = (nn.MaxPool2d(2), 3) if kind == "pool2_odd" else (nn.MaxPool2d(3, 2), 3)
+        pools = {"pool2_odd": nn.MaxPool2d(2), "pool3": nn.MaxPool2d(3, 2)}
+        pools["pool3_pad"] = nn.MaxPool2d(3, 2, 1)
+        pool, side = pools[kind], 4 if kind == "pool3_pad" else 3
         layers = [nn.Conv2d(1, 4, 2), nn.ReLU(), pool, nn.Flatten(), nn.Linear(4 * side * side, 5)]
         return nn.Sequential(*layers).eval()
     act = nn.Sigmoid() if kind == "sigmoid" else nn.Tanh()
@@ -114,7 +138,7 @@ def _small_net(kind: str) -> nn.Module:
 @pytest.mark.parametrize(
     ("name", "arch", "compiled"),
     [("deeplift", "cnn", "1"), ("deeplift", "resnet", "1"), ("deeplift", "sigmoid", "1"),
-     ("deeplift", "pool2_odd", "1"), ("deeplift", "pool3", "1"),
+     ("deeplift", "pool2_odd", "1"), ("deeplift", "pool3", "1"), ("deeplift", "pool3_pad", "1"),
      ("deeplift_shap", "cnn", "1"), ("deeplift_shap", "resnet", "1"),
      ("lrp", "cnn", "1"), ("lrp", "tanh", "1"),
      ("deeplift", "cnn", "0"), ("deeplift", "resnet", "0"), ("deeplift", "pool2_odd", "0"),
@@ -129,7 +153,7 @@ def test_rule_tools_equal_captum(
 
     monkeypatch.setenv(COMPILE_ENV, compiled)
 
-    if arch in ("sigmoid", "tanh", "pool2_odd", "pool3"):
+    if arch in ("sigmoid", "tanh", "pool2_odd", "pool3", "pool3_pad"):
         model, c, side = _small_net(arch), 1, 8
     else:
         c, side = (1, 16) if arch == "cnn" else (3, 32)

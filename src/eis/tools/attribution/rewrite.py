@@ -97,14 +97,20 @@ class MaxPoolAsReLU(nn.Module):
     satisfies summation-to-delta exactly, which Captum's own max-pool rule does not when the input and
     baseline maxima sit at different positions. A window's columns (then rows) are strided slices, so
     each tree level is one elementwise call on the whole batch, whose first dimension stays the batch.
+    ``padding`` pads with one constant below every value of the batch (as ``nn.MaxPool2d`` pads with
+    -inf): a padded cell never wins, and since input and reference rows share the constant, it carries
+    no difference between them, so no attribution.
     """
 
-    def __init__(self, kernel: int, stride: int) -> None:
+    def __init__(self, kernel: int, stride: int, padding: int = 0) -> None:
         super().__init__()
-        self.kernel, self.stride = kernel, stride
+        self.kernel, self.stride, self.padding = kernel, stride, padding
         self.relus = nn.ModuleList(nn.ReLU() for _ in range(2 * (kernel - 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding:
+            p = self.padding
+            x = F.pad(x, (p, p, p, p), value=float(x.detach().amin()) - 1.0)
         relus = iter(self.relus)
         for dim in (-1, -2):
             x = self._tree(self._windows(x, dim), relus)
@@ -132,24 +138,24 @@ def _strided(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
 
 
 def maxpools_as_relus(gm: fx.GraphModule) -> fx.GraphModule:
-    """Swap plain 2-D max-pool modules of a traced copy for :class:`MaxPoolAsReLU` (others are left)."""
+    """Swap square 2-D max-pool modules of a traced copy for :class:`MaxPoolAsReLU` (others are left)."""
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
         mod = gm.get_submodule(node.target)
         if isinstance(mod, nn.MaxPool2d) and _plain_pool(mod):
-            k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
-            s = mod.stride if isinstance(mod.stride, int) else mod.stride[0]
             parent, _, leaf = str(node.target).rpartition(".")
-            setattr(gm.get_submodule(parent) if parent else gm, leaf, MaxPoolAsReLU(k, s))
+            pool = MaxPoolAsReLU(mod.kernel_size, mod.stride, mod.padding)
+            setattr(gm.get_submodule(parent) if parent else gm, leaf, pool)
     gm.recompile()
     return gm
 
 
 def _plain_pool(mod: nn.MaxPool2d) -> bool:
-    k, s = mod.kernel_size, mod.stride
-    plain = mod.padding == 0 and mod.dilation == 1 and not mod.ceil_mode and not mod.return_indices
-    return isinstance(k, int) and isinstance(s, int) and plain
+    """Square kernel, stride and padding given as ints (ResNet's 3x3 / stride 2 / padding 1 included)."""
+    k, s, p = mod.kernel_size, mod.stride, mod.padding
+    plain = mod.dilation == 1 and not mod.ceil_mode and not mod.return_indices
+    return isinstance(k, int) and isinstance(s, int) and isinstance(p, int) and plain
 
 
 def drop_reshape_modules(gm: fx.GraphModule) -> fx.GraphModule:

@@ -190,7 +190,8 @@ def with_rescale(net: nn.Module, activations: Types) -> nn.Module:
     2x2 / stride-2 max-pool trees become :class:`RescaledMaxPool`; every other ``activations`` module
     (one per call site, including the ReLUs of other pool trees) is wrapped in :class:`Rescaled`.
     """
-    _wrap(net, (MaxPoolAsReLU,), lambda m: RescaledMaxPool() if (m.kernel, m.stride) == (2, 2) else m)
+    plain2 = lambda m: (m.kernel, m.stride, m.padding) == (2, 2, 0)  # noqa: E731
+    _wrap(net, (MaxPoolAsReLU,), lambda m: RescaledMaxPool() if plain2(m) else m)
     _wrap(net, activations, Rescaled)
     return net
 
