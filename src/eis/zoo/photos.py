@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eis.zoo.scenes import render_chunked
 from eis.zoo.shapes import SHAPE_NAMES, render_alpha
 
 PHOTO_CLASSES = tuple(SHAPE_NAMES)
@@ -35,7 +36,6 @@ DISTRACTOR_RADIUS = (0.06, 0.12)
 DISTRACTORS = (1, 3)  # inclusive range of distractor objects per image
 CROP_SCALE = (0.35, 1.0)  # a crop's side, as a share of the (resized) photograph's shorter side
 SOURCE_SIDE = 2.5  # photographs are first resized (antialiased) so their shorter side is this x the image's
-CHUNK = 256
 
 
 def _load(name: str) -> np.ndarray:
@@ -126,10 +126,4 @@ def _render_chunk(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor
 
 def render_photos(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images (N, 3, size, size) in [0, 1] and their labels (the large object's shape)."""
-    gen = torch.Generator().manual_seed(seed)
-    xs, ys = [], []
-    for start in range(0, n, CHUNK):
-        x, y = _render_chunk(min(CHUNK, n - start), size, gen)
-        xs.append(x)
-        ys.append(y)
-    return torch.cat(xs), torch.cat(ys)
+    return render_chunked(_render_chunk, n, size, seed)

@@ -13,6 +13,7 @@ Rendering is chunked so that memory stays bounded at any image count; everything
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -106,12 +107,23 @@ def _render_chunk(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor
     return images.clamp(0, 1), labels
 
 
-def render_scenes(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` cluttered RGB scenes (N, 3, size, size) in [0, 1] and their labels (the main object's shape)."""
+def render_chunked(
+    render_chunk: Callable[[int, int, torch.Generator], tuple[torch.Tensor, torch.Tensor]],
+    n: int,
+    size: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images and labels from ``render_chunk(count, size, gen)``, CHUNK at a time from one seeded
+    generator (memory stays bounded at any ``n``)."""
     gen = torch.Generator().manual_seed(seed)
     xs, ys = [], []
     for start in range(0, n, CHUNK):
-        x, y = _render_chunk(min(CHUNK, n - start), size, gen)
+        x, y = render_chunk(min(CHUNK, n - start), size, gen)
         xs.append(x)
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)
+
+
+def render_scenes(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` cluttered RGB scenes (N, 3, size, size) in [0, 1] and their labels (the main object's shape)."""
+    return render_chunked(_render_chunk, n, size, seed)
