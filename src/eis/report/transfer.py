@@ -66,7 +66,10 @@ def with_tiers(rows: pd.DataFrame) -> pd.DataFrame:
     run with several settings labelled apart; where one case ran a track with several track settings, the
     cells of the setting run last."""
     from eis.report.tables import label_tools, track_settings_of
+    from eis.runner.plugins import load_builtins
     from eis.zoo.datasets import DATASETS
+
+    load_builtins()  # the track registry: a caller may not have imported the tracks yet
 
     if rows.empty:
         return rows.assign(tier=pd.Series(dtype=str))
