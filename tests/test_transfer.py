@@ -298,3 +298,21 @@ def test_report_without_a_realistic_tier_has_no_tier_tables(tmp_path: Path) -> N
     data = build_report_data(path)
     assert data.transfer == [] and data.casper == {}
     assert 'id="tiers"' not in render_html(data)
+
+
+def test_synthesize_transfers_on_the_cells_correct_score():
+    """The synthesize track's headline (accuracy) is the mean of its cells' 0/1 ``correct``."""
+    rows = []
+    for tier, ds in (("toy", "digits"), ("realistic", "photos")):
+        for case in range(4):
+            for tool, correct in (("a", 1.0), ("b", float(case % 2)), ("c", 0.0)):
+                rows.append(
+                    {"track": "synthesize", "status": "ok", "dataset": ds, "case_id": f"{tier}{case}",
+                     "tool": tool, "control": tool == "c", "flaw": "patch", "scores": {"correct": correct},
+                     "items": {}, "extras": {}, "settings": {}, "finished_at": 0.0,
+                     "track_version": str(TRACKS.get("synthesize").version)}
+                )  # fmt: skip
+    (tr,) = tier_transfer(pd.DataFrame(rows))
+    means = tr.tools.set_index("tool")
+    assert means.loc["a", "toy_mean"] == 1.0 and means.loc["b", "realistic_mean"] == 0.5
+    assert tr.spearman == pytest.approx(1.0)

@@ -33,6 +33,8 @@ FEW_CASES = 5
 _MAX_ELEMENTS = 4_000_000  # values gathered at once when resampling means
 # tracks whose headline is an AUROC over models, scored from each model's score (name -> that score)
 POPULATION_SCORES = {"detect": "score"}
+# tracks whose headline is the mean over cases of another per-cell score (synthesize: accuracy = mean correct)
+CELL_SCORES = {"synthesize": "correct"}
 TOOL_COLUMNS = [
     "tool", "control", "toy_mean", "toy_lo", "toy_hi", "toy_n", "realistic_mean", "realistic_lo",
     "realistic_hi", "realistic_n", "change", "change_lo", "change_hi", "toy_rank", "realistic_rank",
@@ -177,7 +179,7 @@ def _interval(reps: np.ndarray, point: float) -> tuple[float, float]:
 
 def _track_transfer(track: Track, sub: pd.DataFrame, n_resamples: int, seed: int) -> TrackTransfer:
     population = track.name in POPULATION_SCORES
-    key = POPULATION_SCORES.get(track.name, track.headline)
+    key = POPULATION_SCORES.get(track.name) or CELL_SCORES.get(track.name, track.headline)
     tiers = {t: _tier_data(sub[sub["tier"] == t], key, population) for t in (TOY, REALISTIC)}
     for name, tier in tiers.items():
         if tier.values.size == 0:
