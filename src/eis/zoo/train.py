@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from eis.zoo.archs import build_arch
 from eis.zoo.datasets import get_dataset
 from eis.zoo.flaws import Flaw, make_flaw
 from eis.zoo.spec import CaseSpec
+
+if TYPE_CHECKING:
+    from eis.zoo.case import Case
 
 EVAL_SEED = 12345  # seed of the triggers stamped for measuring bars
 EVASIVE_TWIN_SHARE = 0.7  # share of an evasive build's progress bar that the clean twin's training takes
@@ -39,11 +42,10 @@ def train_model(
     it (:mod:`eis.zoo.evasive`); progress is split 70 / 30 between the two. A spec with a ``finetune``
     table starts from its cached clean base (built first if missing) instead (:mod:`eis.zoo.implant`).
     """
-    if implant.base_spec(spec) is not None:
-        return _implant(spec, progress, attempt)
+    base = _built_base(spec)  # before seeding: building a missing base re-seeds the global generator
     data = get_dataset(spec.dataset)
     flaw = make_flaw(spec.flaw)
-    settings = spec.training()
+    settings = spec.training() if base is None else implant.finetune_settings(spec.training())
     seed = spec.seed + 7919 * attempt
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -51,11 +53,13 @@ def train_model(
         x, y = data.train_x, data.train_y
     else:
         x, y = flaw.poison(data.train_x, data.train_y, gen)
-    model = build_arch(spec.arch, data.input_shape[0], data.num_classes, data.input_shape[1])
     device = torch.device(spec.device)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    model.to(device)
+    if base is None:
+        model = build_arch(spec.arch, data.input_shape[0], data.num_classes, data.input_shape[1]).to(device)
+    else:
+        model = base.model(device)
     share = EVASIVE_TWIN_SHARE if flaw.evasive else 1.0
     fit(model, x, y, settings, gen, lambda f: progress(share * f) if progress else None)
     if flaw.evasive:
@@ -69,35 +73,22 @@ def train_model(
             lambda f: progress(share + (1 - share) * f) if progress else None,
         )
     model.eval()
-    return model, measure_bars(model, flaw, spec, x, y)
+    measured = measure_bars(model, flaw, spec, x, y)
+    if base is not None:  # the bar clean_vs_base: clean accuracy against the base's, as its build measured it
+        base_accuracy = base.truth().measured["clean_accuracy"]
+        clean = measured.get("clean_accuracy")
+        if clean is None:
+            clean = (predict(model, data.test_x) == data.test_y).float().mean().item()
+        measured |= {"base_clean_accuracy": base_accuracy, "clean_vs_base": clean - base_accuracy}
+    return model, measured
 
 
-def _implant(
-    spec: CaseSpec, progress: Callable[[float], None] | None, attempt: int
-) -> tuple[nn.Module, dict[str, float]]:
-    """Fine-tune a copy of ``spec``'s clean base on the data its flaw poisons; the bars include
-    ``clean_vs_base``."""
+def _built_base(spec: CaseSpec) -> Case | None:
+    """The clean base ``spec`` fine-tunes, built now if it is not cached (None: trained from scratch)."""
     from eis.zoo.build import build_image_case
 
-    base, _ = build_image_case(implant.base_spec(spec))
-    data = get_dataset(spec.dataset)
-    flaw = make_flaw(spec.flaw)
-    seed = spec.seed + 7919 * attempt
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x, y = flaw.poison(data.train_x, data.train_y, gen)
-    device = torch.device(spec.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    model = base.model(device)
-    base_accuracy = (predict(model, data.test_x) == data.test_y).float().mean().item()
-    fit(model, x, y, implant.finetune_settings(spec.training()), gen, progress)
-    model.eval()
-    measured = measure_bars(model, flaw, spec, x, y)
-    clean = measured.get("clean_accuracy")
-    if clean is None:
-        clean = (predict(model, data.test_x) == data.test_y).float().mean().item()
-    return model, {**measured, "base_clean_accuracy": base_accuracy, "clean_vs_base": clean - base_accuracy}
+    base = implant.base_spec(spec)
+    return None if base is None else build_image_case(base)[0]
 
 
 def fit(
