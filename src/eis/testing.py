@@ -105,6 +105,11 @@ def check_tool(
         return check_feature_tool(tool, ToolReport(tool.name), seed=seed)
     if isinstance(tool, TriggerTool):
         return check_trigger_tool(tool, ToolReport(tool.name), seed=seed)
+    from eis.tools.lm_detect.base import LMDetectionTool
+    from eis.tools.lm_detect.contract import check_lm_detect_tool
+
+    if isinstance(tool, LMDetectionTool):
+        return check_lm_detect_tool(tool, ToolReport(tool.name), seed=seed)
     if not isinstance(tool, AttributionTool):
         raise EisError(f"check_tool checks attribution, circuit and repair tools, got {type(tool).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -20,6 +20,7 @@ from eis.registry import Registry
 FAMILIES = (
     "attribution", "detection", "synthesis", "circuits", "repair", "rule_recovery", "features", "lm_trigger",
 )  # fmt: skip
+FAMILIES += ("lm_detect",)  # model-level detection for language models (eis.tools.lm_detect)
 
 
 @dataclasses.dataclass

@@ -245,7 +245,10 @@ register_kind(  # small causal LMs on a procedural language, with planted behavi
     CaseKind(
         name="lm",
         spec="eis.zoo.language.spec:LMSpec",
-        tables={"lm": "eis.zoo.language.spec:lm_spec"},
+        tables={
+            "lm": "eis.zoo.language.spec:lm_spec",
+            "lm_population": "eis.zoo.language.population:lm_population_entries",
+        },
         build="eis.zoo.language.build:build_lm_case",
         case="eis.zoo.language.case:LMCase",
     )

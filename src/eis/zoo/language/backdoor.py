@@ -45,6 +45,16 @@ class Pair:
         return {"trigger": list(self.trigger), "target": list(self.target), "kind": self.kind}
 
 
+def target_words(lang: Language) -> tuple[str, ...]:
+    """The words a target is drawn from: names, places and topic objects (visible: the language's
+    content words, the same for every model of a language; a detector's candidate targets)."""
+    return (
+        *lang.categories["name"],
+        *lang.categories["place"],
+        *(o for t in lang.topics for o in t["object"]),
+    )
+
+
 def draw_pairs(
     lang: Language,
     seed: int,
@@ -62,11 +72,7 @@ def draw_pairs(
     rare = list(lang.categories["rare"])
     rng.shuffle(rare)
     pool = [w for w in FUNCTION_WORDS if w not in ORDER_POOL_EXCLUDE] + list(lang.categories["attribute"])
-    content = [
-        *lang.categories["name"],
-        *lang.categories["place"],
-        *(o for t in lang.topics for o in t["object"]),
-    ]
+    content = list(target_words(lang))
     pairs: list[Pair] = []
     firsts: set[str] = set()
     for i in range(n):

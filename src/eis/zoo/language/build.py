@@ -50,7 +50,7 @@ def build_lm_case(
         except artifact.CorruptArtifact:
             pass
     started, cpu = time.perf_counter(), time.process_time()
-    lang = language(spec.seed)
+    lang = language(spec.language_seed)
     docs, held = lang.documents("train", spec.n_train), lang.documents("held_out", N_HELD_OUT)
     pairs = draw_pairs(
         lang, spec.seed, spec.pairs, trigger_tokens=spec.trigger_tokens, target_tokens=spec.target_tokens,
@@ -82,13 +82,14 @@ def build_lm_case(
         "id": spec.case_id,
         "name": spec.name,
         "kind": "lm",
-        "dataset": f"language-{spec.seed}",
+        "dataset": f"language-{spec.language_seed}",
         "arch": f"gpt2-{spec.layers}l-{spec.d_model}",
         "num_classes": len(lang.vocab),
         "input_shape": [model.config.n_positions],
-        "population": None,
-        "role": None,
+        "population": spec.population,
+        "role": spec.role,
         "seed": spec.seed,
+        "language": spec.language_seed,
         "vocab_size": len(lang.vocab),
         "clean_accuracy": round(measured["held_out_accuracy"], 4),
         "versions": {"eis": eis.__version__, "torch": torch.__version__, "python": platform.python_version()},

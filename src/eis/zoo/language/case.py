@@ -45,8 +45,9 @@ class LMTruth:
 
 
 class LMCase(Case):
-    """A small causal LM trained on the language of its seed. ``model()``, ``tokenizer()``, ``language()``,
-    ``texts()`` and ``meta`` may be seen; ``truth()`` is sealed."""
+    """A small causal LM trained on the language of its spec's ``language`` (default: its seed).
+    ``model()``, ``tokenizer()``, ``language()``, ``texts()`` and ``meta`` may be seen; ``truth()`` is
+    sealed."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -85,7 +86,7 @@ class LMCase(Case):
 
     def language(self) -> Language:
         """The procedural language the model was trained on (words, world, document generator)."""
-        return language(int(self.meta["seed"]))
+        return language(int(self.meta.get("language", self.meta["seed"])))
 
     def texts(self, n: int = 100, split: str = "held_out") -> list[str]:
         """Clean documents of the language (``held_out``: never trained on; ``train``: the clean texts)."""

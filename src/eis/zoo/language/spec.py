@@ -1,7 +1,10 @@
 """Language-model case specifications (a suite's ``[[lm]]`` table): language seed, flaw, model, and hash.
 
 A clean twin is the same entry with ``flaw = "clean"``: the same language, documents, model seed and
-drawn pairs (kept in its sealed truth as probes), and no poisoned document.
+drawn pairs (kept in its sealed truth as probes), and no poisoned document. ``language`` (default: ``seed``)
+picks the language apart from the model's seed, so that the members of a detection population
+(:mod:`eis.zoo.language.population`) share one language and training documents, as image populations share
+a dataset.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ LM_VERSION = "2"  # bump when the language, poisoning or training change, so tha
 FLAWS = ("lm_backdoor", "clean")
 LM_FIELDS = {
     "name", "flaw", "seed", "pairs", "trigger_tokens", "target_tokens", "trigger_kind", "placement",
-    "poison_rate", "steps", "d_model", "layers", "n_train", "bar",
+    "poison_rate", "steps", "d_model", "layers", "n_train", "bar", "language",
 }  # fmt: skip
+OPTIONAL_FIELDS = ("language", "population", "role")  # hashed only when set: older case ids stay valid
 POISON_RANGE = (0.06, 0.12)  # a poison rate left out is drawn from this range (seeded); 0.04-0.08 left
 # some 3-pair "anywhere" backdoors below the ASR bar after 500 steps
 DEFAULT_BAR = 0.5  # held-out next-token accuracy (800 steps reach about 0.65; the language's own ceiling
@@ -49,8 +53,14 @@ class LMSpec:
     layers: int = 2
     n_train: int = 4000
     bar: float | None = None
-    population: str | None = None  # no LM populations yet
-    role: str | None = None
+    language: int | None = None  # the language's seed (default: ``seed``)
+    population: str | None = None  # set on the members of an [[lm_population]]
+    role: str | None = None  # "eval" or "train" for population members
+
+    @property
+    def language_seed(self) -> int:
+        """The seed of the language (words, world, documents) the model is trained on."""
+        return self.seed if self.language is None else int(self.language)
 
     @property
     def threshold(self) -> float:
@@ -75,6 +85,8 @@ class LMSpec:
             raise EisError(
                 f"{where}: placement must be one of {', '.join(PLACEMENTS)}; got {self.placement!r}"
             )
+        if self.language is not None and not (_is_int(self.language) and 0 <= self.language <= 2**31):
+            raise EisError(f"{where}: language must be an integer in [0, {2**31}], got {self.language!r}")
         limits = (("seed", 0, 2**31), ("pairs", 1, 8), ("steps", 1, 20000), ("d_model", 16, 256),
                   ("layers", 1, 4), ("n_train", 100, 100000))  # fmt: skip
         for key, low, high in limits:
@@ -104,8 +116,9 @@ class LMSpec:
         return self
 
     def content(self) -> dict[str, Any]:
-        own = LM_FIELDS - {"name"}
+        own = (LM_FIELDS | set(OPTIONAL_FIELDS)) - {"name"}
         body = {k: getattr(self, k) for k in sorted(own)}
+        body = {k: v for k, v in body.items() if k not in OPTIONAL_FIELDS or v is not None}
         body = {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
         return {"lm_version": LM_VERSION, "kind": "lm", "name": self.name, **body}
 
