@@ -7,7 +7,10 @@ class), recording each class's best norm after every step. A frozen class's answ
 the step it froze and the other classes' runs do not depend on it, so that trace gives, for a grid of
 PATIENCE x TOL settings, the norms early stopping would return: per setting the share of models whose
 verdict (anomaly index >= 2, the audit's paper threshold) or flagged target (the min-norm class) changes,
-the largest |change| in anomaly index and the class-steps run (share of K x steps). The cheapest grid
+the largest |change| in anomaly index and the class-steps run (share of K x steps). The same traces give
+shorter step budgets (a run of T steps returns what the full run held after step T): per T, the verdicts
+that differ from the full run's and from a run of 2T steps, which says whether the default budget is itself
+settled (run with ``--steps 1200`` to see 300 against 600 and 1200). The cheapest grid
 setting with no change, and the ``--confirm`` settings (default: the tool's own), are then really run on
 every model: their verdicts, index changes and wall-clock speed-up (full seconds over early-stopped
 seconds, both measured in this run on the same models and inputs, one torch thread).
@@ -43,6 +46,7 @@ from eis.zoo.spec import CaseSpec
 THRESHOLD = 2.0  # the audit flags a model when its anomaly index is >= the paper's 2
 PATIENCES = (10, 20, 30, 50, 75, 100, 150)
 TOLS = (0.001, 0.005, 0.01, 0.02, 0.05)
+BUDGETS = (25, 50, 75, 100, 150, 200, 300, 400, 600, 800, 1200)
 SHAPES_CASES = [
     CaseSpec("nc-budget-shapes-resnet-clean", "shapes", "resnet", {"kind": "clean"}),
     CaseSpec("nc-budget-shapes-resnet-patch", "shapes", "resnet", {"kind": "patch", "target": 3}),
@@ -123,6 +127,35 @@ def run(m: dict[str, Any], steps: int, patience: int, tol: float) -> dict[str, A
     return {**verdict(out["norms"]), "secs": secs, "steps": int(out["steps_run"].sum()), **out}
 
 
+def budgets(models: list[dict[str, Any]], fulls: list[dict[str, Any]], steps: int) -> None:
+    """A shorter step budget T read off the full runs: the answers after T steps are what a run of T steps
+    returns (the batches and the lambda schedule do not depend on the budget). Per T, how many verdicts and
+    targets differ from the full run's, and from the run of twice T (does the verdict still change with more
+    steps?)."""
+    grid = sorted({t for t in BUDGETS if t < steps} | {steps})
+    at = {
+        t: [
+            verdict(full["answers"][t - 1])
+            for m, full in zip(models, fulls, strict=True)
+            if not m["timing_only"]
+        ]
+        for t in grid
+    }
+    final = at[steps]
+    print(f"\nstep budgets read off the full runs ({len(final)} scored models): changes against the "
+          f"{steps}-step run and against twice the budget")  # fmt: skip
+    print(f"{'steps':>6s} {'flagged':>8s} {'verdict vs full':>16s} {'target vs full':>15s} "
+          f"{'max |d index|':>14s} {'verdict vs 2T':>14s} {'cost':>5s}")  # fmt: skip
+    for t in grid:
+        vs_full = list(zip(final, at[t], strict=True))
+        double = list(zip(at[2 * t], at[t], strict=True)) if 2 * t in at else []
+        dmax = max((abs(a["index"] - b["index"]) for a, b in vs_full), default=0.0)
+        print(
+            f"{t:6d} {sum(v['flag'] for v in at[t]):8d} {_count(vs_full, 'flag'):>16s} "
+            f"{_count(vs_full, 'target'):>15s} {dmax:14.3f} {_count(double, 'flag'):>14s} {t / steps:5.0%}"
+        )
+
+
 def _count(rows: list[tuple[dict, dict]], key: str) -> str:
     if not rows:
         return "-"
@@ -180,6 +213,8 @@ def main() -> None:
             f"{half[len(half) // 2]:.1%}, over the last 50 steps by a median {last[len(last) // 2]:.1%} "
             f"(> 1% for {sum(v > 0.01 for v in last) / len(last):.0%} of {len(last)} classes)"
         )
+    budgets(models, fulls, args.steps)
+
     print(f"\nreplayed on the full runs' traces ({len(scored)} scored models)")
     print(f"{'patience':>8s} {'tol':>6s} {'verdict changed':>16s} {'target changed':>15s} "
           f"{'max |d index|':>14s} {'class-steps':>12s}")  # fmt: skip

@@ -73,3 +73,17 @@ def test_early_stopping_keeps_the_verdict_on_a_zoo_trojan(smoke) -> None:
     es = make_tool("neural_cleanse", stop_patience=50, stop_tol=0.01).inspect(model, x, y, case.num_classes)
     assert full.score >= 2 and es.score >= 2 and es.target == full.target == case.truth().target
     assert es.details["steps_total"] < full.details["steps_total"] == 300 * case.num_classes
+
+
+def test_answers_trace_gives_what_a_shorter_run_returns() -> None:
+    """The benchmark reads a budget of T steps off a longer run's "answers"; that must equal a T-step run."""
+    model, x = AlwaysZero().eval(), _x()
+    kw = {"batch_size": 8, "seed": 3}
+    full = reverse_engineer(model, x, 5, steps=30, trace=True, **kw)
+    assert full["answers"].shape == (30, 5)
+    torch.testing.assert_close(full["answers"][-1], full["norms"].cpu())
+    for t in (1, 12):
+        short = reverse_engineer(model, x, 5, steps=t, **kw)
+        torch.testing.assert_close(full["answers"][t - 1], short["norms"].cpu())
+    reached = torch.isfinite(full["trace"])
+    assert torch.equal(full["answers"][reached], full["trace"][reached])  # reached: the best norm

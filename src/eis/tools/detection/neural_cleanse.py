@@ -113,7 +113,9 @@ def reverse_engineer(
     best norm has not fallen below (1 - ``stop_tol``) x its last reference value for ``stop_patience``
     steps is frozen (its best mask is final) and leaves the batched forward pass. ``trace=True`` adds
     "trace" (steps run, K'), every class's best norm after each step (inf before it reaches the threshold),
-    from which the benchmark replays any early-stopping rule on a full run.
+    from which the benchmark replays any early-stopping rule on a full run, and "answers" (steps run, K'),
+    the norm each class would return had the run ended after that step (its best norm, or its current mask's
+    before it reaches the threshold), from which it reads any shorter step budget.
     """
     if lam_mode not in ("fixed", "adaptive"):
         raise EisError(f"lam_mode must be 'fixed' or 'adaptive'; got {lam_mode!r}")
@@ -152,23 +154,23 @@ def reverse_engineer(
         "lams": torch.empty(k, device=dev),
         "steps_run": torch.empty(k, dtype=torch.long),
     }
-    traces = []
+    traces: dict[str, list[torch.Tensor]] = {"trace": [], "answers": []}
     group = batching.rows_per_pass((c, h, w), k, batching.PARAM_ELEMENTS)  # classes held at once
     for g in range(0, k, group):
         gen.set_state(after_init)  # every group draws the batches a single run would draw
         idx_t = torch.tensor(cls[g : g + group])
         part = _optimise(model, x, init_m[idx_t].to(dev), init_p[idx_t].to(dev), idx_t.to(dev), gen, **loop)
         for key, value in part.items():
-            if key == "trace":
-                traces.append(value)
+            if key in traces:
+                traces[key].append(value)
             else:
                 out[key][g : g + group] = value
         del part
-    if trace:
-        longest = max(t.shape[0] for t in traces)
+    for key, parts in traces.items() if trace else ():
+        longest = max(t.shape[0] for t in parts)
         pad = [torch.cat([t, t[-1:].expand(longest - t.shape[0], -1)]) if 0 < t.shape[0] < longest else t
-               for t in traces]  # fmt: skip
-        out["trace"] = torch.cat(pad, 1) if longest else torch.empty(0, k)
+               for t in parts]  # fmt: skip
+        out[key] = torch.cat(pad, 1) if longest else torch.empty(0, k)
     return out
 
 
@@ -210,6 +212,7 @@ def _optimise(
     ref = torch.full((k,), math.inf, device=dev)  # early stopping: best norm at the last real improvement
     stall = torch.zeros(k, dtype=torch.long, device=dev)  # steps since then (counted once reached)
     norm_trace: list[torch.Tensor] = []
+    answer_trace: list[torch.Tensor] = []
     for _ in range(steps):
         if len(act) == 0:
             break
@@ -258,6 +261,9 @@ def _optimise(
             down[act] = torch.where(d >= patience, torch.zeros_like(d), d)
         if trace:
             norm_trace.append(best_norm.detach().cpu().clone())
+            with torch.no_grad():
+                now = (torch.tanh(m_param) / 2 + 0.5).flatten(1).sum(1)
+                answer_trace.append(torch.where(torch.isfinite(best_norm), best_norm, now).cpu())
         if stop_patience > 0:
             bn, r = best_norm[act], ref[act]
             better = bn < r * (1 - stop_tol)  # the first success (r = inf) counts as an improvement
@@ -281,6 +287,7 @@ def _optimise(
     }
     if trace:
         out["trace"] = torch.stack(norm_trace) if norm_trace else torch.empty(0, k)
+        out["answers"] = torch.stack(answer_trace) if answer_trace else torch.empty(0, k)
     return out
 
 
