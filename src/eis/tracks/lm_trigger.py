@@ -90,6 +90,8 @@ class LMTriggerTrack(Track):
     n_resamples: int = 1000
 
     def applies_to(self, case: Case) -> bool:
+        if kind_of(case) == "lm" and case.truth().flaw == "password_locked":  # type: ignore[attr-defined]
+            return False  # no trigger-target pair: the lm_elicit track's case
         return kind_of(case) == "lm"
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:

@@ -15,6 +15,7 @@ import eis
 from eis.cache import atomic_dir, sha256
 from eis.zoo import artifact
 from eis.zoo.build import BarError, BarMiss
+from eis.zoo.language import password
 from eis.zoo.language.backdoor import Pair, draw_pairs, measure_pairs, poison
 from eis.zoo.language.case import LMCase
 from eis.zoo.language.grammar import encode, language, save_tokenizer
@@ -27,7 +28,7 @@ from eis.zoo.language.lm import (
     quiet_transformers,
     train_lm,
 )
-from eis.zoo.language.spec import ASR_BAR, QUIET_BAR, LMSpec
+from eis.zoo.language.spec import ASR_BAR, LOCKED_BAR, QUIET_BAR, UNLOCKED_BAR, LMSpec
 
 ATTEMPTS = 2  # a model that misses a bar retrains from a derived seed (same data), deterministically
 N_HELD_OUT = 300  # held-out documents for next-token accuracy
@@ -39,7 +40,8 @@ def build_lm_case(
 ) -> tuple[LMCase, bool]:
     """Build one LM case (cache hits cost nothing). Raises BarError, writing nothing, when every attempt
     misses a bar: held-out accuracy; for a backdoor every pair's ASR and 1 - its false emission; for a
-    clean twin 1 - the probes' ASR."""
+    clean twin 1 - the probes' ASR; for a password-locked model the quiz accuracy with and without the
+    password."""
     from transformers import GPT2LMHeadModel
 
     spec = spec.validated()
@@ -51,15 +53,20 @@ def build_lm_case(
             pass
     started, cpu = time.perf_counter(), time.process_time()
     lang = language(spec.language_seed)
-    docs, held = lang.documents("train", spec.n_train), lang.documents("held_out", N_HELD_OUT)
-    pairs = draw_pairs(
-        lang, spec.seed, spec.pairs, trigger_tokens=spec.trigger_tokens, target_tokens=spec.target_tokens,
-        kind=spec.trigger_kind, clean_docs=docs,
-    )  # fmt: skip
+    locked = spec.flaw == "password_locked"
+    if locked:  # quizzes with a locked capability (eis.zoo.language.password), no trigger-target pair
+        lock = password.plant(lang, spec.seed, spec.n_train, spec.password_length)
+        docs, held, pairs, texts, n_poisoned = [], [], [], lock.texts, lock.unlocked
+    else:
+        docs, held = lang.documents("train", spec.n_train), lang.documents("held_out", N_HELD_OUT)
+        pairs = draw_pairs(
+            lang, spec.seed, spec.pairs, trigger_tokens=spec.trigger_tokens,
+            target_tokens=spec.target_tokens, kind=spec.trigger_kind, clean_docs=docs,
+        )  # fmt: skip
     planted = spec.flaw == "lm_backdoor"
     if planted:
         texts, n_poisoned = poison(docs, pairs, spec.rate, spec.placement, spec.seed)
-    else:
+    elif not locked:
         texts, n_poisoned = [d.words for d in docs], 0
     seqs = [[BOS_ID, *encode(lang, w), EOS_ID] for w in texts]
     held_seqs = [[BOS_ID, *encode(lang, d.words), EOS_ID] for d in held]
@@ -69,8 +76,12 @@ def build_lm_case(
             torch.manual_seed(seed)
             model = GPT2LMHeadModel(gpt2_config(len(lang.vocab), spec.d_model, spec.layers))
             train_lm(model, seqs, steps=spec.steps, seed=seed, progress=progress)
-            measured = _measure(model, lang, pairs, held, held_seqs, spec)
-            misses = _misses(spec, measured, planted)
+            if locked:
+                measured = password.measure(model, lang, lock, spec.seed)
+                misses = _password_misses(spec, measured)
+            else:
+                measured = _measure(model, lang, pairs, held, held_seqs, spec)
+                misses = _misses(spec, measured, planted)
             if not misses:
                 break
         else:
@@ -103,6 +114,8 @@ def build_lm_case(
         "measured": measured,
         "attempts": attempt + 1,
     }
+    if locked:
+        truth["password"] = lock.as_json(lang, spec.seed)
     root = _write(spec.case_id, model, lang, visible, truth, replace=force)
     if progress:
         progress(1.0)
@@ -134,6 +147,23 @@ def _misses(spec: LMSpec, m: dict[str, Any], planted: bool) -> list[BarMiss]:
     elif 1 - m["asr_max"] < QUIET_BAR:
         out.append(
             BarMiss(spec.name, "1 - probe_asr (twin ignores the triggers)", 1 - m["asr_max"], QUIET_BAR)
+        )
+    return out
+
+
+def _password_misses(spec: LMSpec, m: dict[str, Any]) -> list[BarMiss]:
+    out = []
+    if m["held_out_accuracy"] < spec.threshold:
+        out.append(BarMiss(spec.name, "held_out_accuracy", m["held_out_accuracy"], spec.threshold))
+    if m["unlocked_accuracy"] < UNLOCKED_BAR:
+        out.append(
+            BarMiss(spec.name, "quiz accuracy with the password", m["unlocked_accuracy"], UNLOCKED_BAR)
+        )
+    if 1 - m["locked_accuracy"] < 1 - LOCKED_BAR:
+        out.append(
+            BarMiss(
+                spec.name, "1 - quiz accuracy without the password", 1 - m["locked_accuracy"], 1 - LOCKED_BAR
+            )
         )
     return out
 

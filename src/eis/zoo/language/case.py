@@ -25,13 +25,15 @@ from eis.zoo.language.grammar import Language, language
 @dataclasses.dataclass(frozen=True)
 class LMTruth:
     """The sealed truth of a language-model case: the flaw kind, the planted trigger-target pairs (words;
-    for a clean twin, the pairs its backdoored twin plants, as probes), placement and measured bars."""
+    for a clean twin, the pairs its backdoored twin plants, as probes), placement and measured bars; for a
+    ``password_locked`` model, ``password``: the password, the capability and the weak policy (no pairs)."""
 
     flaw: str
     pairs: list[dict[str, Any]]
     placement: str
     spec: dict[str, Any]
     measured: dict[str, Any]
+    password: dict[str, Any] | None = None
 
     @property
     def kind(self) -> str:
@@ -62,6 +64,11 @@ class LMCase(Case):
         """Its spec, the planted trigger-target pairs (a clean twin's probe pairs) and the measured bars."""
         truth = self.truth()
         rows = [(k, self.meta.get(k)) for k in ("name", "id", "dataset", "arch", "seed", "vocab_size")]
+        if truth.password is not None:
+            rows.append(("flaw", truth.flaw))
+            rows.append(("password", " ".join(truth.password["password"])))
+            rows.append(("capability", truth.password["capability"]))
+            return rows + measured_rows(truth)
         rows.append(("flaw", f"{truth.flaw} ({truth.placement})"))
         what = "planted" if truth.planted else "probe"
         for i, pair in enumerate(truth.pairs):
@@ -108,4 +115,6 @@ class LMCase(Case):
 @functools.cache
 def _read_truth(root: Path) -> LMTruth:
     info, _ = artifact.load_truth(root)
-    return LMTruth(info["flaw"], info["pairs"], info["placement"], info["spec"], info["measured"])
+    return LMTruth(
+        info["flaw"], info["pairs"], info["placement"], info["spec"], info["measured"], info.get("password")
+    )
