@@ -27,6 +27,7 @@ DEFAULT_TRACKS = ["localize", "sanity", "faithfulness", "detect", "synthesize", 
 DEFAULT_TRACKS += ["challenge"]  # the mechanist challenge: smoke holds two rule cases
 DEFAULT_TRACKS += ["features"]  # known sparse dictionaries: smoke holds two feature cases
 DEFAULT_TRACKS += ["lm_trigger"]  # trigger recovery: smoke holds a backdoored LM and its clean twin
+DEFAULT_TRACKS += ["lm_detect"]  # LM backdoor detection: smoke holds a small LM detection population
 
 
 @dataclasses.dataclass(frozen=True)

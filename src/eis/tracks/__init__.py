@@ -10,6 +10,7 @@ def load_builtin_tracks() -> None:
     import eis.tracks.feature_steering  # noqa: F401
     import eis.tracks.feature_usefulness  # noqa: F401
     import eis.tracks.features  # noqa: F401
+    import eis.tracks.lm_detect  # noqa: F401
     import eis.tracks.lm_trigger  # noqa: F401
     import eis.tracks.localize  # noqa: F401
     import eis.tracks.repair  # noqa: F401

@@ -45,6 +45,7 @@ from eis.tracks.metrics.detection import (
     reasr,
     roc_auc,
 )
+from eis.zoo.kinds import IMAGE, kind_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -86,7 +87,7 @@ class DetectTrack(Track):
         self.n_inputs, self.n_eval, self.n_resamples = n_inputs, n_eval, n_resamples
 
     def applies_to(self, case: Case) -> bool:
-        return case.meta.get("role") == "eval"
+        return case.meta.get("role") == "eval" and kind_of(case) == IMAGE  # LM populations: lm_detect
 
     # ------------------------------------------------------------------ run
 

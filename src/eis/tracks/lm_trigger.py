@@ -33,7 +33,7 @@ import pandas as pd
 
 from eis.errors import EisError
 from eis.tools.lm_trigger.base import TriggerAnswer, TriggerTask, TriggerTool
-from eis.tracks.base import CellResult, Track, fill_flaw, jsonable, register_track
+from eis.tracks.base import CellResult, Track, fill_flaw, jsonable, register_track, standalone
 from eis.tracks.circuits import CircuitsTrack
 from eis.tracks.sanity import long_table
 from eis.zoo.kinds import kind_of
@@ -92,7 +92,7 @@ class LMTriggerTrack(Track):
     def applies_to(self, case: Case) -> bool:
         if kind_of(case) == "lm" and case.truth().flaw == "password_locked":  # type: ignore[attr-defined]
             return False  # no trigger-target pair: the lm_elicit track's case
-        return kind_of(case) == "lm"
+        return kind_of(case) == "lm" and standalone(case)  # population members are for lm_detect
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         if not isinstance(tool, TriggerTool):
