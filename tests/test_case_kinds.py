@@ -103,7 +103,7 @@ def test_builtin_kinds_are_registered():
     from eis.zoo.rules.case import RuleCase
 
     assert [k.name for k in kinds()] == ["image", "circuit", "rule", "features", "lm"]
-    assert list(table_kinds()) == ["case", "population", "circuit", "rule", "features", "lm"]
+    assert list(table_kinds()) == ["case", "population", "circuit", "rule", "features", "lm", "lm_population"]
     assert kind_named("image").case_class() is Case
     assert kind_named("circuit").case_class() is CircuitCase
     assert kind_named("rule").case_class() is RuleCase
@@ -178,7 +178,7 @@ def test_unknown_suite_table_lists_the_registered_ones(tmp_path):
     with pytest.raises(
         EisError,
         match="unknown top-level key 'bogus'; valid: description, defaults, tracks, case, population, "
-        "circuit, rule, features, lm$",
+        "circuit, rule, features, lm, lm_population$",
     ):
         load_suite(suite)
 
@@ -186,7 +186,8 @@ def test_unknown_suite_table_lists_the_registered_ones(tmp_path):
 def test_unknown_suite_table_lists_a_registered_kinds_table(toy, tmp_path):
     with pytest.raises(
         EisError,
-        match="valid: description, defaults, tracks, case, population, circuit, rule, features, lm, toy$",
+        match="valid: description, defaults, tracks, case, population, circuit, rule, features, lm, "
+        "lm_population, toy$",
     ):
         load_suite(_suite(tmp_path, '[[bogus]]\nname = "x"\n'))
 
