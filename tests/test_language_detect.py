@@ -56,6 +56,19 @@ def test_population_expands_deterministically_with_shared_ranges(tmp_path) -> No
     assert len({s.case_id for s in specs}) == 10 and len({s.seed for s in specs}) == 10
 
 
+def test_population_members_expose_identical_visible_metadata(smoke) -> None:
+    import json
+
+    members = [c for c in smoke.values() if c.meta.get("population") == "smoke-lm-detect"]
+    assert sorted(c.truth().flaw for c in members) == ["clean"] * 3 + ["lm_backdoor"] * 3
+    assert len({frozenset(c.meta) for c in members}) == 1
+    differing = {k for k in members[0].meta if len({json.dumps(c.meta[k]) for c in members}) > 1}
+    assert differing <= {"id", "name", "seed", "clean_accuracy", "files"}, differing
+    assert {c.meta["dataset"] for c in members} == {"language-0"} and "flaw" not in json.dumps(
+        members[0].meta
+    )
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [

@@ -154,7 +154,8 @@ class LMDetectTrack(Track):
         group = {t: _group(_ok(rows[rows["tool"] == t]), "all") for t in tools}
         aucs = {t: _model_cis(group[t], boot) for t in tools}
         controls = [t for t in tools if control[t] and not math.isnan(aucs[t]["auroc"].mean)]
-        best = max(controls, key=lambda t: aucs[t]["auroc"].mean, default=None)
+        controls.sort(key=lambda t: -aucs[t]["auroc"].mean)  # the best first: the terminal shows that one
+        best = controls[0] if controls else None
         out: list[dict[str, Any]] = []
         for t in tools:
             base = {
@@ -184,7 +185,8 @@ class LMDetectTrack(Track):
 
     @staticmethod
     def _verdict(group: dict[str, Any], tool: str, controls: list[str], boot: dict[str, int]) -> str:
-        """``beats <control>: yes|no|tie (auroc +d [lo, hi])`` for every control, joined by ``; ``."""
+        """``beats <control>: yes|no|within noise (auroc +d [lo, hi])`` for every control (best first),
+        joined by ``; ``."""
         if not controls:
             return "beats the controls: n/a (no control scored)"
         parts = []
