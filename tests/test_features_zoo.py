@@ -32,7 +32,12 @@ def test_smoke_suite_holds_feature_cases() -> None:
     [
         ({"name": "x", "colour": 1}, "unknown field 'colour'; valid:"),
         ({"source": "toy"}, "missing the field 'name'"),
-        ({"name": "x", "source": "lm"}, "unknown source 'lm'; valid: synthetic, toy"),
+        ({"name": "x", "source": "sound"}, "unknown source 'sound'; valid: synthetic, toy, lm"),
+        ({"name": "x", "source": "lm"}, "with source 'lm' needs model = the name of an [[lm]] case"),
+        (
+            {"name": "x", "source": "lm", "model": "m", "d": 8},
+            "lm-source features case 'x' has unknown field 'd'",
+        ),
         ({"name": "x", "n_features": 8, "d": 8}, "d (8) must be below n_features (8)"),
         ({"name": "x", "p_active": 0}, "p_active must be a number in (0.0, 1.0]"),
         ({"name": "x", "correlation": 1.0}, "correlation must be below 1"),

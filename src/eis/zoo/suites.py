@@ -168,6 +168,8 @@ def load_suite(suite: str) -> list[Spec]:
             if isinstance(entry, dict) and "name" in entry:
                 check_name(entry["name"], where, table)
             specs.extend(kind.read(table, {**defaults, **entry} if kind.suite_defaults else entry, where))
+    # a spec that names other cases of the suite (a features case reading an [[lm]] case) resolves them
+    specs = [s.with_suite(specs, where) if hasattr(s, "with_suite") else s for s in specs]
     trainers = {s.population for s in specs if getattr(s, "role", None) == "train"}
     for s in specs:
         if getattr(s, "train_population", None) not in (None, *trainers):

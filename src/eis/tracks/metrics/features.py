@@ -18,6 +18,11 @@ so that confidence intervals can resample features within cases.
   (Mann-Whitney, ties given half credit). Both are NaN for a feature that fires on every input or none.
 - :func:`explained_variance` and :func:`l0`: reconstruction and sparsity (reported, never used alone to
   rank).
+- :func:`auroc_matrix` and :func:`concept_detection`: for labelled concepts without a dictionary (feature
+  cases over a language model), each concept's best latent is the one whose activation separates it best
+  on the *training* rows (sign-free: max(AUC, 1 - AUC), then oriented), and it is scored on the held-out
+  rows: ROC-AUC and F1 of its (oriented) activation above 0. Choosing on the scored rows would credit a
+  latent for fitting them.
 - :func:`absorption`: per parent feature (hierarchical cases), how much more often the parent's latent is
   silent when a child fires with it than when the parent fires alone (Chanin et al. 2024's absorption:
   a child's latent takes over the parent's direction).
@@ -83,6 +88,18 @@ def auroc_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return np.where((pos > 0) & (neg > 0), u / (pos * neg), np.nan)
 
 
+def auroc_matrix(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(m, k) ROC-AUC of every column of ``scores`` (rows, m) against every column of bool ``labels``
+    (rows, k): the ranks are computed once per score column; NaN for a label column with one class only."""
+    ranks = rankdata(scores, axis=0)
+    y = labels.astype(np.float64)
+    pos = y.sum(axis=0)
+    neg = y.shape[0] - pos
+    u = ranks.T @ y - pos * (pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((pos > 0) & (neg > 0), u / (pos * neg), np.nan)
+
+
 def f1_columns(fires: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(k,) F1 of bool ``fires`` against bool ``labels`` per column; NaN where a column has one class only."""
     tp = (fires & labels).sum(axis=0).astype(np.float64)
@@ -106,6 +123,25 @@ def detection(
     scores = activations.double().cpu().numpy()[:, best] * sign
     y = labels.bool().cpu().numpy()
     return {"auroc": auroc_columns(scores, y), "f1": f1_columns(scores > 0, y)}
+
+
+def concept_detection(
+    train_acts: torch.Tensor, train_labels: torch.Tensor, eval_acts: torch.Tensor, eval_labels: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """Per concept: ``auroc`` and ``f1`` on the held-out rows of the latent chosen on the training rows,
+    ``latent`` its index and ``sign`` its orientation (see the module docstring)."""
+    auc = auroc_matrix(train_acts.double().cpu().numpy(), train_labels.bool().cpu().numpy())
+    auc = np.where(np.isfinite(auc), auc, 0.5)
+    best = np.maximum(auc, 1 - auc).argmax(axis=0)
+    sign = np.where(auc[best, np.arange(auc.shape[1])] >= 0.5, 1.0, -1.0)
+    scores = eval_acts.double().cpu().numpy()[:, best] * sign
+    y = eval_labels.bool().cpu().numpy()
+    return {
+        "auroc": auroc_columns(scores, y),
+        "f1": f1_columns(scores > 0, y),
+        "latent": best.astype(np.float64),
+        "sign": sign,
+    }
 
 
 def explained_variance(x: torch.Tensor, reconstruction: torch.Tensor) -> float:

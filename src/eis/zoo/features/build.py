@@ -1,4 +1,5 @@
-"""Building feature cases: sample (and for toy cases train), check the bar, write the artifact."""
+"""Building feature cases: sample (and for toy cases train) or read a language model, check the bar, write
+the artifact."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import eis
 from eis.zoo import artifact
 from eis.zoo.build import BarError, BarMiss
 from eis.zoo.features.case import FeatureCase
-from eis.zoo.features.generate import generate, hierarchy
+from eis.zoo.features.generate import FeatureSource, generate, hierarchy
+from eis.zoo.features.language import concept_names, lm_rows
 from eis.zoo.features.spec import FeatureSpec
 
 MIN_REPRESENTED = 0.5  # a toy model must carry at least half of its features, or the case says little
@@ -29,6 +31,8 @@ def build_features_case(
             return FeatureCase(root), False
         except artifact.CorruptArtifact:
             pass
+    if spec.source == "lm":
+        return _build_lm(spec, force, progress)
     source, sealed, measured = generate(spec)
     if measured["represented_fraction"] < MIN_REPRESENTED:
         raise BarError([BarMiss(spec.name, "represented_fraction", measured["represented_fraction"], 0.5)])
@@ -56,6 +60,69 @@ def build_features_case(
         "measured": measured,
         "hierarchy": {str(k): v for k, v in hierarchy(spec).items()},
     }
+    root = artifact.write_artifact(spec.case_id, source, visible, truth, sealed, replace=force)
+    if progress:
+        progress(1.0)
+    return FeatureCase(root), True
+
+
+def _build_lm(
+    spec: FeatureSpec, force: bool, progress: Callable[[float], None] | None
+) -> tuple[FeatureCase, bool]:
+    """An lm-source case: its language model built (or read from the cache), its rows read and labelled
+    (:mod:`eis.zoo.features.language`). Concept names and labels are sealed; the hook and model are not."""
+    from eis.zoo.build import build_case
+    from eis.zoo.language.lm import one_thread
+
+    lm_case, _ = build_case(spec.lm)
+    lm_truth = lm_case.truth()  # type: ignore[attr-defined]
+    with one_thread():
+        rows = lm_rows(
+            lm_case.model("cpu"), lm_case.language(), lm_truth.pairs, lm_truth.placement,  # type: ignore[attr-defined]
+            hook=spec.hook_name, n_train=spec.n_train, n_eval=spec.n_eval, rate=spec.trigger_rate,
+            seed=spec.seed,
+        )  # fmt: skip
+    d = int(rows["train_activations"].shape[1])
+    concepts = concept_names(len(lm_truth.pairs))
+    trigger = [j for j, c in enumerate(concepts) if c.startswith("trigger:")]
+    labels_eval = rows["labels_eval"]
+    measured = {
+        "positive_rate_min": float(labels_eval.float().mean(0).min()),
+        "trigger_rows": float(labels_eval[:, trigger].any(1).float().mean()) if trigger else 0.0,
+    }
+    visible = {
+        "id": spec.case_id,
+        "name": spec.name,
+        "kind": "features",
+        "source": "lm",
+        "arch": lm_case.meta["arch"],
+        "dataset": lm_case.meta["dataset"],
+        "model": lm_case.id,
+        "hook": spec.hook_name,
+        "d": d,
+        "width": spec.width or 4 * d,
+        "n_train": spec.n_train,
+        "n_eval": spec.n_eval,
+        "num_classes": 0,
+        "input_shape": [d],
+        "population": None,
+        "role": None,
+        "seed": spec.seed,
+        "versions": {"eis": eis.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    truth = {
+        "spec": spec.content(),
+        "measured": measured,
+        "hierarchy": {},
+        "concepts": concepts,
+        "model_flaw": lm_truth.flaw,
+    }
+    sealed = {
+        "features_train": rows["labels_train"].to(torch.uint8),
+        "features_eval": labels_eval.to(torch.uint8),
+        "represented": torch.ones(len(concepts), dtype=torch.uint8),
+    }
+    source = FeatureSource(rows["train_activations"], rows["eval_activations"])
     root = artifact.write_artifact(spec.case_id, source, visible, truth, sealed, replace=force)
     if progress:
         progress(1.0)

@@ -25,14 +25,20 @@ class FeatureTruth:
     ``dictionary`` (n, d): unit direction of each true feature; ``features`` split -> (rows, n) per-input
     feature activations (0 = silent); ``represented`` (n,) bool: the features the activations carry (all,
     for synthetic cases; a toy model may drop some); ``hierarchy``: parent -> child features.
+
+    For an ``lm`` source the columns of ``features`` are labelled concepts (1 = present), named by
+    ``concepts`` (see :mod:`eis.zoo.features.language`), there is no dictionary (``None``), and
+    ``model_flaw`` is the language model's flaw.
     """
 
-    dictionary: torch.Tensor
+    dictionary: torch.Tensor | None
     features: dict[str, torch.Tensor]
     represented: torch.Tensor
     hierarchy: dict[int, list[int]]
     spec: dict[str, Any]
     measured: dict[str, float]
+    concepts: tuple[str, ...] = ()
+    model_flaw: str | None = None  # lm source: the language model's flaw (``lm_backdoor`` or ``clean``)
 
     @property
     def kind(self) -> str:
@@ -44,8 +50,10 @@ class FeatureTruth:
 
 
 class FeatureCase(Case):
-    """Activations of known sparse features. ``activations()`` and ``meta`` (source, ``d``, ``width``: the
-    dictionary size tools are asked for, the number of true features) may be seen; ``truth()`` is sealed."""
+    """Activations of known sparse features (or of a language model, labelled by known latents).
+    ``activations()`` and ``meta`` (source, ``d``, ``width``: the dictionary size tools are asked for, the
+    number of true features where there is a dictionary; for an ``lm`` source also its ``model`` and
+    ``hook``) may be seen; ``truth()`` is sealed."""
 
     @property
     def source(self) -> str:
@@ -94,10 +102,12 @@ def _weights(root: Path) -> dict[str, torch.Tensor]:
 def _read_truth(root: Path) -> FeatureTruth:
     info, tensors = artifact.load_truth(root)
     return FeatureTruth(
-        dictionary=tensors["dictionary"],
+        dictionary=tensors.get("dictionary"),
         features={"train": tensors["features_train"], "eval": tensors["features_eval"]},
         represented=tensors["represented"].bool(),
         hierarchy={int(k): list(v) for k, v in info["hierarchy"].items()},
         spec=info["spec"],
         measured=info["measured"],
+        concepts=tuple(info.get("concepts", ())),
+        model_flaw=info.get("model_flaw"),
     )

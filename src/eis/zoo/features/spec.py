@@ -1,20 +1,29 @@
-"""Feature case specifications (a suite's ``[[features]]`` table), validated, and their content hashes."""
+"""Feature case specifications (a suite's ``[[features]]`` table), validated, and their content hashes.
+
+Sources ``synthetic`` and ``toy`` sample activations from a known dictionary. Source ``lm`` reads them from
+a zoo language model instead (:mod:`eis.zoo.features.language`): one source of activations among others,
+scored by the same tools, so it extends this spec rather than adding a case kind; it has no dictionary, so
+its own fields (:data:`LM_SOURCE_FIELDS`) replace the sampling ones.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from eis.errors import EisError
 
 FEATURES_VERSION = "1"  # bump when generation or the toy model's training changes, so that caches rebuild
-SOURCES = ("synthetic", "toy")
+SOURCES = ("synthetic", "toy", "lm")
 FEATURE_FIELDS = {
     "name", "source", "seed", "n_features", "d", "p_active", "correlation", "parents", "children",
     "p_child", "magnitude_spread", "noise", "importance_decay", "n_train", "n_eval", "steps", "zipf",
 }  # fmt: skip
+LM_SOURCE_FIELDS = {"name", "source", "seed", "model", "hook", "width", "n_train", "n_eval", "trigger_rate"}
+TRIGGER_RATE = 0.2  # share of an lm source's documents that carry a planted (or probe) trigger
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +42,13 @@ class FeatureSpec:
     - Hierarchy (for feature absorption): the first ``parents`` features each have ``children`` child
       features that can fire only when their parent fires, then with probability ``p_child``.
     - ``n_train`` inputs are given to tools to fit on, ``n_eval`` held-out inputs are encoded and scored.
+    - ``lm``: token activations of a zoo language model at the hook point ``hook`` (TransformerLens's name;
+      default the last block's ``hook_resid_post``) on held-out documents of its language, ``n_train`` and
+      ``n_eval`` token rows, with per-token labels of the generator's latent variables; ``trigger_rate`` of
+      the documents carry one of the model's planted triggers (a clean twin's probe triggers). ``model``
+      names an ``[[lm]]`` case of the same suite (resolved into ``lm`` when the suite loads); ``width``
+      (default 4 x the hook's width, set when built) is the dictionary size tools are asked for. ``seed``
+      draws which documents carry a trigger and where.
     """
 
     name: str
@@ -52,6 +68,11 @@ class FeatureSpec:
     n_eval: int = 2048
     steps: int = 2000
     zipf: float = 0.0
+    model: str | None = None  # lm source: the name of an [[lm]] case of the same suite
+    hook: str | None = None  # lm source: the hook point read (default: the last block's hook_resid_post)
+    width: int | None = None  # lm source: latents asked for (default: 4 x the hook's width)
+    trigger_rate: float = TRIGGER_RATE  # lm source: share of documents that carry a trigger
+    lm: Any = None  # lm source: the LMSpec that ``model`` names (set by ``with_suite`` or given directly)
     population: str | None = None  # feature cases are never population members
     role: str | None = None
 
@@ -63,6 +84,8 @@ class FeatureSpec:
         where = f"features case {self.name!r}"
         if self.source not in SOURCES:
             raise EisError(f"{where}: unknown source {self.source!r}; valid: {', '.join(SOURCES)}")
+        if self.source == "lm":
+            return self._validated_lm(where)
         ints = (
             ("seed", 0, 2**31), ("n_features", 2, 4096), ("d", 2, 1024), ("parents", 0, 1024),
             ("children", 1, 64), ("n_train", 64, 1_000_000), ("n_eval", 32, 1_000_000), ("steps", 1, 100_000),
@@ -96,7 +119,58 @@ class FeatureSpec:
             )
         return self
 
+    def _validated_lm(self, where: str) -> FeatureSpec:
+        from eis.zoo.language.spec import LMSpec
+
+        if not isinstance(self.lm, LMSpec):
+            raise EisError(
+                f"{where}: source 'lm' needs the LMSpec it reads (model = an [[lm]] case of the suite), got "
+                f"{self.model!r}"
+            )
+        ints = (("seed", 0, 2**31), ("n_train", 64, 1_000_000), ("n_eval", 32, 1_000_000))
+        for key, low, high in (*ints, ("width", 1, 65536)):
+            v = getattr(self, key)
+            if key == "width" and v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+                raise EisError(f"{where}: {key} must be an integer in [{low}, {high}], got {v!r}")
+        r = self.trigger_rate
+        if isinstance(r, bool) or not isinstance(r, int | float) or not 0 <= r < 1:
+            raise EisError(f"{where}: trigger_rate must be a number in [0, 1), got {r!r}")
+        if self.hook is not None and (not isinstance(self.hook, str) or not self.hook):
+            raise EisError(f"{where}: hook must be a hook point name like 'blocks.0.hook_resid_post'")
+        self.lm.validated()
+        return dataclasses.replace(self, model=self.lm.name)
+
+    @property
+    def hook_name(self) -> str:
+        """The hook point an lm source reads (its ``hook``, or the last block's ``hook_resid_post``)."""
+        return self.hook or f"blocks.{self.lm.layers - 1}.hook_resid_post"
+
+    def with_suite(self, specs: list[Any], where: str) -> FeatureSpec:
+        """This spec with ``lm`` set to the ``[[lm]]`` case its ``model`` names among a suite's ``specs``."""
+        if self.source != "lm" or self.lm is not None:
+            return self
+        from eis.zoo.language.spec import LMSpec
+
+        models = {s.name: s for s in specs if isinstance(s, LMSpec)}
+        if self.model not in models:
+            raise EisError(
+                f"{where}: features case {self.name!r} names model {self.model!r}, which is not an [[lm]] "
+                f"case of the suite; valid: {', '.join(sorted(models)) or 'none'}"
+            )
+        return dataclasses.replace(self, lm=models[self.model]).validated()
+
     def content(self) -> dict[str, Any]:
+        if self.source == "lm":
+            own = sorted(LM_SOURCE_FIELDS - {"model", "hook"})
+            return {
+                "features_version": FEATURES_VERSION,
+                "kind": "features",
+                **{k: getattr(self, k) for k in own},
+                "hook": self.hook_name,
+                "lm": self.lm.case_id,
+            }
         own = sorted(FEATURE_FIELDS - {"importance_decay", "steps", "zipf"}) + (
             ["importance_decay", "steps"] if self.source == "toy" else []
         )
@@ -114,13 +188,33 @@ class FeatureSpec:
 
 
 def features_spec(entry: dict[str, Any], where: str) -> FeatureSpec:
-    """A validated spec from a suite's ``[[features]]`` table."""
-    bad = sorted(set(entry) - FEATURE_FIELDS)
+    """A validated spec from a suite's ``[[features]]`` table (an ``lm`` source's model is resolved later,
+    by :meth:`FeatureSpec.with_suite`, once the suite's ``[[lm]]`` cases are read)."""
+    lm = entry.get("source") == "lm"
+    fields = LM_SOURCE_FIELDS if lm else FEATURE_FIELDS
+    bad = sorted(set(entry) - fields)
     if bad:
+        what = "an lm-source features case" if lm else "features case"
         raise EisError(
-            f"{where}: features case {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
-            f"valid: {', '.join(sorted(FEATURE_FIELDS))}"
+            f"{where}: {what} {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
+            f"valid: {', '.join(sorted(fields))}"
         )
     if "name" not in entry:
         raise EisError(f"{where}: a features case is missing the field 'name'")
+    if lm:
+        if not isinstance(entry.get("model"), str):
+            raise EisError(
+                f"{where}: features case {entry['name']!r} with source 'lm' needs model = the name of an "
+                "[[lm]] case of the suite"
+            )
+        return FeatureSpec(**entry)
     return FeatureSpec(**entry).validated()
+
+
+def lm_models(specs: Sequence[Any]) -> list[Any]:
+    """The distinct language models (LMSpecs) that the lm-source feature cases among ``specs`` read."""
+    out: dict[str, Any] = {}
+    for spec in specs:
+        if isinstance(spec, FeatureSpec) and spec.lm is not None:
+            out.setdefault(spec.lm.case_id, spec.lm)
+    return list(out.values())
