@@ -110,6 +110,11 @@ def check_tool(
 
     if isinstance(tool, LMDetectionTool):
         return check_lm_detect_tool(tool, ToolReport(tool.name), seed=seed)
+    from eis.tools.lm_elicit.base import ElicitTool
+    from eis.tools.lm_elicit.contract import check_elicit_tool
+
+    if isinstance(tool, ElicitTool):
+        return check_elicit_tool(tool, ToolReport(tool.name), seed=seed)
     if not isinstance(tool, AttributionTool):
         raise EisError(f"check_tool checks attribution, circuit and repair tools, got {type(tool).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -28,6 +28,7 @@ DEFAULT_TRACKS += ["challenge"]  # the mechanist challenge: smoke holds two rule
 DEFAULT_TRACKS += ["features"]  # known sparse dictionaries: smoke holds two feature cases
 DEFAULT_TRACKS += ["lm_trigger"]  # trigger recovery: smoke holds a backdoored LM and its clean twin
 DEFAULT_TRACKS += ["lm_detect"]  # LM backdoor detection: smoke holds a small LM detection population
+DEFAULT_TRACKS += ["lm_elicit"]  # elicitation: smoke holds a password-locked LM
 
 
 @dataclasses.dataclass(frozen=True)

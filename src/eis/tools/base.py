@@ -21,6 +21,7 @@ FAMILIES = (
     "attribution", "detection", "synthesis", "circuits", "repair", "rule_recovery", "features", "lm_trigger",
 )  # fmt: skip
 FAMILIES += ("lm_detect",)  # model-level detection for language models (eis.tools.lm_detect)
+FAMILIES += ("lm_elicit",)  # eliciting a password-locked capability (eis.tools.lm_elicit)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,9 @@ import eis.tools.features.sae  # noqa: F401
 import eis.tools.lm_detect.controls  # noqa: F401  (model-level detection for language models)
 import eis.tools.lm_detect.mntd  # noqa: F401
 import eis.tools.lm_detect.trigger_scan  # noqa: F401
+import eis.tools.lm_elicit.finetune  # noqa: F401  (eliciting a password-locked capability)
+import eis.tools.lm_elicit.prompt_search  # noqa: F401
+import eis.tools.lm_elicit.steering  # noqa: F401
 import eis.tools.lm_trigger.controls  # noqa: F401  (trigger recovery for language models)
 import eis.tools.lm_trigger.gcg  # noqa: F401
 import eis.tools.repair.anp  # noqa: F401  (trojan removal)

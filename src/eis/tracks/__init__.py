@@ -12,6 +12,7 @@ def load_builtin_tracks() -> None:
     import eis.tracks.feature_usefulness  # noqa: F401
     import eis.tracks.features  # noqa: F401
     import eis.tracks.lm_detect  # noqa: F401
+    import eis.tracks.lm_elicit  # noqa: F401
     import eis.tracks.lm_trigger  # noqa: F401
     import eis.tracks.localize  # noqa: F401
     import eis.tracks.repair  # noqa: F401

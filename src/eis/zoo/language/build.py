@@ -159,12 +159,9 @@ def _password_misses(spec: LMSpec, m: dict[str, Any]) -> list[BarMiss]:
         out.append(
             BarMiss(spec.name, "quiz accuracy with the password", m["unlocked_accuracy"], UNLOCKED_BAR)
         )
-    if 1 - m["locked_accuracy"] < 1 - LOCKED_BAR:
-        out.append(
-            BarMiss(
-                spec.name, "1 - quiz accuracy without the password", 1 - m["locked_accuracy"], 1 - LOCKED_BAR
-            )
-        )
+    for key, what in (("locked_accuracy", "no prefix"), ("decoy_accuracy", "a decoy prefix")):
+        if 1 - m[key] < 1 - LOCKED_BAR:
+            out.append(BarMiss(spec.name, f"1 - quiz accuracy with {what}", 1 - m[key], 1 - LOCKED_BAR))
     return out
 
 
