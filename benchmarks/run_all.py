@@ -23,6 +23,7 @@ BENCHMARKS = {
     "rules": ["bench_rule_search.py"],
     "features": ["bench_features.py"],
     "realistic": ["bench_realistic.py"],
+    "lm_detect": ["bench_lm_detect.py"],
 }
 
 
