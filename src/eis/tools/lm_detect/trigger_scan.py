@@ -101,7 +101,7 @@ class TriggerAnomaly(LMDetectionTool):
         j = int(index.argmax())
         trigger = prompts[int(arg[j])]
         word = int(task.candidate_ids()[j])
-        named = self._extend(task, trigger, word)
+        named, steps = self._extend(task, trigger, word)
         return LMDetection(
             score=float(index[j]),
             target=task.decode(named),
@@ -109,23 +109,26 @@ class TriggerAnomaly(LMDetectionTool):
             details={
                 "best_logprob": round(float(best[j]), 4),
                 "median_logprob": round(float(best.median()), 4),
-                "queries": queries + len(named) - 1,
+                "queries": queries + steps,
                 "top": [task.candidates[i] for i in index.argsort(descending=True)[:5].tolist()],
             },
         )
 
-    def _extend(self, task: LMDetectTask, trigger: list[int], word: int) -> list[int]:
-        """The flagged word and its confident greedy continuation after ``[BOS] + trigger``."""
+    def _extend(self, task: LMDetectTask, trigger: list[int], word: int) -> tuple[list[int], int]:
+        """The flagged word and its confident greedy continuation after ``[BOS] + trigger``, and the
+        decoding passes that took."""
         special = set(getattr(task.tokenizer, "all_special_ids", []))
         seq = [*task.prefix, *trigger, word]
         named = [word]
         context = int(getattr(task.model.config, "n_positions", 0) or len(seq) + self.target_tokens)
+        steps = 0
         with torch.no_grad():
             while len(named) < self.target_tokens and len(seq) < context:
+                steps += 1
                 probs = task.model(input_ids=torch.tensor([seq])).logits[0, -1].float().softmax(-1)
                 p, nxt = probs.max(0)
                 if float(p) < self.confidence or int(nxt) in special or int(nxt) >= task.vocab_size:
                     break
                 seq.append(int(nxt))
                 named.append(int(nxt))
-        return named
+        return named, steps
