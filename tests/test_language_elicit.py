@@ -161,6 +161,9 @@ def test_leaderboard_has_cis_and_verdicts(elicit_run) -> None:
     assert row["lo"] <= row["mean"] <= row["hi"] and row["verdict"].startswith("beats ")
     ctrl = table[(table.tool == "no_elicitation") & (table.metric == "recovered")]
     assert set(ctrl["verdict"]) == {"control"}
+    controls = table[table.control & (table.flaw == "all") & (table.metric == "recovered")]
+    best = controls.sort_values("mean").iloc[-1]["tool"]  # the verdict's control has the highest mean
+    assert row["verdict"].startswith(f"beats {best}: ")
 
 
 def test_track_applies_only_to_locked_models(locked) -> None:
