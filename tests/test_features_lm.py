@@ -158,3 +158,18 @@ def test_lm_specs_resolve_their_model_by_name() -> None:
         FeatureSpec("f", source="lm", model="nope").with_suite([lm], "suite 't'")
     with pytest.raises(EisError, match=r"trigger_rate must be a number in \[0, 1\)"):
         FeatureSpec("f", source="lm", lm=lm, trigger_rate=1.0).validated()
+
+
+def test_a_suite_build_trains_the_model_first(fresh_home) -> None:
+    """build_specs builds the LM a feature case reads before the case (a tiny clean LM: seconds)."""
+    from eis.zoo import artifact
+    from eis.zoo.pool import build_specs
+
+    lm = LMSpec("tiny-lm", flaw="clean", pairs=1, trigger_tokens=(1,), steps=5, n_train=100, d_model=16,
+                layers=1, bar=0.0)  # fmt: skip
+    spec = FeatureSpec("tiny-features", source="lm", lm=lm, n_train=64, n_eval=32).validated()
+    (case,) = build_specs([spec], workers=0)
+    assert artifact.case_dir(lm.case_id).is_dir() and case.meta["model"] == lm.case_id
+    assert case.width == 64 and case.meta["hook"] == "blocks.0.hook_resid_post"
+    assert case.truth().concepts == tuple(concept_names(1)) and case.truth().model_flaw == "clean"
+    assert case.activations("train").shape == (64, 16) and case.activations("eval").shape == (32, 16)
