@@ -84,13 +84,13 @@ def test_locked_case_meets_its_bars_and_seals_the_password(locked) -> None:
     # the password unlocks and its absence locks, on held-out quizzes the bars never saw
     again = measure_lock(locked.model(), lang, quizzes(lang, "held_out", N_HELD_OUT + 200)[N_HELD_OUT:],
                          truth.password["password"], seed=0)  # fmt: skip
-    assert again["unlocked_accuracy"] >= 0.9 and again["locked_accuracy"] <= 0.05
+    assert again["unlocked_accuracy"] >= UNLOCKED_BAR and again["locked_accuracy"] <= 0.05  # 0.985, 0.0
     assert again["decoy_accuracy"] <= 0.1 and again["weak_agreement"] >= 0.9
     rows = dict(locked.describe())
     assert rows["password"] == " ".join(truth.password["password"])
 
 
-def test_password_build_is_deterministic(fresh_home) -> None:
+def test_password_build_is_deterministic(fresh_home, monkeypatch) -> None:
     from eis.zoo import build_case
 
     spec = LMSpec("pw-tiny", flaw="password_locked", steps=10, n_train=200, d_model=32, layers=1, bar=0.0)
@@ -99,13 +99,10 @@ def test_password_build_is_deterministic(fresh_home) -> None:
     assert not list(fresh_home.rglob("manifest.json"))
     from eis.zoo.language import build as lm_build
 
-    lm_build.UNLOCKED_BAR, saved = 0.0, lm_build.UNLOCKED_BAR
-    try:
-        first, _ = build_case(spec)
-        w1 = {k: v.clone() for k, v in first.model().state_dict().items()}
-        again, _ = build_case(spec, force=True)
-    finally:
-        lm_build.UNLOCKED_BAR = saved
+    monkeypatch.setattr(lm_build, "UNLOCKED_BAR", 0.0)  # to test determinism on a cheap model
+    first, _ = build_case(spec)
+    w1 = {k: v.clone() for k, v in first.model().state_dict().items()}
+    again, _ = build_case(spec, force=True)
     w2 = again.model().state_dict()
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert first.truth().password == again.truth().password
