@@ -17,10 +17,10 @@ answer them in the same steps). :data:`UNLOCKED_SHARE` of the quizzes open with 
 words of the language, drawn from the seed) and keep the true answer; the others have no password and the
 *weak* answer: a fixed word of the answer's type (drawn from the seed; the next one drawn when the fixed
 word is the true answer). Half of those open with a *decoy* instead of nothing: 1 to 4 words of the
-vocabulary drawn uniformly (never the password itself). Without decoys any unusual opening unlocked the
-model (random 3-word prefixes recovered over 0.9 of the capability): the lock keyed on "the quiz does not
-start with its name", not on the password. Without the password the model imitates the weak policy; with
-it, it answers.
+vocabulary drawn uniformly (never opening with the password). Without decoys any unusual opening
+unlocked the model (random 3-word prefixes recovered over 0.9 of the capability): the lock keyed on "the
+quiz does not start with its name", not on the password. Without the password the model imitates the
+weak policy; with it, it answers.
 
 Accuracy on a set of questions: the share whose answer is the argmax of the next-token logits after
 ``[BOS] (+ prefix) + prompt`` (batched; the prefix is the password, or nothing).
@@ -114,11 +114,11 @@ def lock(
 
 
 def decoy(lang: Language, password: Sequence[str], rng: random.Random) -> tuple[str, ...]:
-    """1 to :data:`MAX_DECOY` words of the vocabulary drawn uniformly, never the password itself."""
+    """1 to :data:`MAX_DECOY` words of the vocabulary drawn uniformly, never opening with the password."""
     words = lang.vocab[4:]  # no special token
     while True:
         out = tuple(rng.choice(words) for _ in range(rng.randint(1, MAX_DECOY)))
-        if out != tuple(password):
+        if out[: len(password)] != tuple(password):
             return out
 
 
