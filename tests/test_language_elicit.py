@@ -30,6 +30,10 @@ def test_password_spec_bad_input_and_ids() -> None:
         lm_spec({"name": "x", "password_tokens": 2}, "t")
     with pytest.raises(EisError, match="password_tokens must be an integer in \\[1, 4\\]"):
         lm_spec({"name": "x", "flaw": "password_locked", "password_tokens": 5}, "t")
+    with pytest.raises(
+        EisError, match="trigger_tokens is a backdoor setting; a password_locked case has none"
+    ):
+        lm_spec({"name": "x", "flaw": "password_locked", "trigger_tokens": [1, 2]}, "t")
     a = LMSpec("x", flaw="password_locked")
     assert a.case_id != LMSpec("x", flaw="password_locked", password_tokens=2).case_id
     assert "password_tokens" not in LMSpec("x").content()  # older case ids unchanged

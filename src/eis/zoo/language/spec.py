@@ -126,6 +126,10 @@ class LMSpec:
             raise EisError(f"{where}: poison_rate must be a number in (0, 0.5], got {self.poison_rate!r}")
         if self.bar is not None and not (isinstance(self.bar, int | float) and 0 <= self.bar <= 1):
             raise EisError(f"{where}: bar must be a number in [0, 1], got {self.bar!r}")
+        if self.flaw == "password_locked":
+            for key in ("trigger_tokens", "target_tokens", "poison_rate", "population"):
+                if getattr(self, key) is not None:
+                    raise EisError(f"{where}: {key} is a backdoor setting; a password_locked case has none")
         if self.password_tokens is not None:
             if self.flaw != "password_locked":
                 raise EisError(f"{where}: password_tokens is a setting of flaw 'password_locked' only")
