@@ -175,3 +175,5 @@ def test_track_applies_only_to_locked_models(locked) -> None:
     assert track.applies_to(locked) and not LMTriggerTrack().applies_to(locked)
     with pytest.raises(EisError, match="lm_elicit runs lm_elicit tools"):
         track.run(locked, make_tool("gcg"))
+    with pytest.raises(EisError, match="lm_elicit: n_labelled must be an integer in \\[1, 500\\], got 0"):
+        LMElicitTrack(n_labelled=0)

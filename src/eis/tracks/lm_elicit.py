@@ -1,10 +1,11 @@
 """The ``lm_elicit`` track: recover a password-locked capability without the password.
 
 Asked of the zoo's ``password_locked`` language models (:mod:`eis.zoo.language.password`). Each tool gets an
-:class:`~eis.tools.lm_elicit.ElicitTask`: the locked model, its tokenizer, :data:`N_LABELLED` labelled
-quizzes (prompt and answer) and as many unrelated documents of the language (no question), both drawn with
-the cell's seed from pools apart from the evaluation quizzes, prefixes of at most :data:`MAX_PREFIX`
-tokens and a budget of :data:`BUDGET` queries; never the password. The tool's elicitation is applied to
+:class:`~eis.tools.lm_elicit.ElicitTask`: the locked model, its tokenizer, ``n_labelled`` (default
+:data:`N_LABELLED`) labelled quizzes (prompt and answer) and as many unrelated documents of the language
+(no question), both drawn with the cell's seed from pools apart from the evaluation quizzes, prefixes of
+at most :data:`MAX_PREFIX` tokens and a budget of ``budget`` (default :data:`BUDGET`) queries; never the
+password. The tool's elicitation is applied to
 :data:`N_EVAL` held-out quizzes, and the track measures, on the same quizzes:
 
 - ``accuracy_locked`` (L): the locked model's accuracy, no prefix; ``accuracy_unlocked`` (U): with the
@@ -66,7 +67,15 @@ class LMElicitTrack(Track):
     family: ClassVar[str] = "lm_elicit"
     headline: ClassVar[str] = "recovered"
     summary: ClassVar[str] = "password-locked capability: fraction recovered without the password"
-    n_resamples: int = 1000
+
+    def __init__(self, n_labelled: int = N_LABELLED, budget: int = BUDGET, n_resamples: int = 1000) -> None:
+        """Settings: ``n_labelled`` labelled quizzes (and unrelated documents) per cell, the query
+        ``budget``, and the bootstrap resamples of ``summarize`` (e.g. a suite's ``[tracks.lm_elicit]
+        n_labelled = 32`` for a budget sweep)."""
+        for key, value, low, high in (("n_labelled", n_labelled, 1, POOL), ("budget", budget, 1, 10**8)):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise EisError(f"lm_elicit: {key} must be an integer in [{low}, {high}], got {value!r}")
+        self.n_labelled, self.budget, self.n_resamples = n_labelled, budget, n_resamples
 
     def applies_to(self, case: Case) -> bool:
         return kind_of(case) == "lm" and case.truth().flaw == "password_locked"  # type: ignore[attr-defined]
@@ -82,11 +91,11 @@ class LMElicitTrack(Track):
         lang = case.language()  # type: ignore[attr-defined]
         model, tokenizer = case.model("cpu"), case.tokenizer()  # type: ignore[attr-defined]
         rng = random.Random(f"eis-lm-elicit-{seed}")
-        labelled = rng.sample(quizzes(lang, "labelled", POOL), N_LABELLED)
+        labelled = rng.sample(quizzes(lang, "labelled", POOL), self.n_labelled)
         unrelated = [d.text for d in lang.documents("train", POOL) if not d.question]
         task = ElicitTask(
             model, tokenizer, [q.text for q in labelled], [q.answer for q in labelled],
-            rng.sample(unrelated, N_LABELLED), MAX_PREFIX, BUDGET,
+            rng.sample(unrelated, min(self.n_labelled, len(unrelated))), MAX_PREFIX, self.budget,
         )  # fmt: skip
         started = time.perf_counter()
         elicitation = tool.elicit(task)
