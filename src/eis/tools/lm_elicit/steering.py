@@ -39,6 +39,8 @@ class MeanDiffSteering(ElicitTool):
         if point not in hook_names(task.model):
             raise ToolRefusal(f"the model has no hook point {point!r} (GPT-2 layout, layer < {n_layer})")
         prompts, n = task.prompt_ids, len(task.prompts)
+        if task.left() < 2 * n:  # the contrast alone does not fit the budget
+            return Elicitation(details={"hook": point, "scale": 0.0})
         means, answers = [], task.answer_ids
         for _ in range(2):  # the true answers, then the model's own (read off the first pass's logits)
             seqs = [[*p, a] for p, a in zip(prompts, answers, strict=True)]
