@@ -61,8 +61,8 @@ def _inputs(x: torch.Tensor, y: torch.Tensor, n: int = 256) -> tuple[torch.Tenso
 
 def population(wide: bool) -> list[dict[str, Any]]:
     """The models: name, arch, truth kind, model, inputs; ``timing_only`` for the briefly trained wide net."""
-    cases = [c for c in eis.zoo.build_suite("smoke") if c.meta.get("dataset") in ("digits", "shapes")]
-    cases += [build_case(spec)[0] for spec in SHAPES_CASES]
+    specs = [s for s in eis.zoo.suite_cases("smoke") if getattr(s, "dataset", None) in ("digits", "shapes")]
+    cases = [build_case(spec)[0] for spec in [*specs, *SHAPES_CASES]]
     out = []
     for case in cases:
         x, y = _inputs(*case.inputs(split="test"))
