@@ -8,6 +8,7 @@ import pytest
 
 import eis.zoo
 from eis.errors import EisError
+from eis.stats import CI
 from eis.tools import make_tool
 from eis.tracks.circuits import EDGE_PERCENTS, CircuitsTrack
 from eis.tracks.faithfulness import FaithfulnessTrack
@@ -103,3 +104,26 @@ def test_summary_verdicts_and_figure(cases):
     assert head.loc["weight_norm", "verdict"] == "control"
     ((caption, fig),) = track.figures(rows)
     assert "Faithfulness" in caption and fig.axes
+
+
+def test_verdict_picks_the_control_of_the_highest_mean_over_all_items() -> None:
+    """With several items per case, the best control is the one of the highest mean of case means (not the
+    one whose first items are highest)."""
+
+    def cell(tool: str, control: bool, case: str, vals: list[float]) -> dict:
+        return {"tool": tool, "control": control, "case_id": case, "items": {"m": vals}, "scores": {}}
+
+    rows = pd.DataFrame(
+        [
+            cell("a_first_high", True, "c1", [1.0, 0.0, 0.0, 0.0]),  # mean 0.25, first item 1
+            cell("a_first_high", True, "c2", [1.0, 0.0, 0.0, 0.0]),
+            cell("b_mean_high", True, "c1", [0.0, 1.0, 1.0, 1.0]),  # mean 0.75, first item 0
+            cell("b_mean_high", True, "c2", [0.0, 1.0, 1.0, 1.0]),
+            cell("method", False, "c1", [0.5, 0.5, 0.5, 0.5]),
+            cell("method", False, "c2", [0.5, 0.5, 0.5, 0.5]),
+        ]
+    )
+    track = CircuitsTrack()
+    track.headline = "m"
+    out = track._verdict("method", "all", "m", CI(0.5, 0.5, 0.5, 2, 8), rows)
+    assert out.startswith("beats b_mean_high:"), out

@@ -138,7 +138,9 @@ class CircuitsTrack(Track):
         best, best_mean = None, -math.inf
         for name in sorted({str(t) for t in rows.loc[rows["control"].astype(bool), "tool"]}):
             groups = cell_groups(rows[rows["tool"] == name], metric)
-            if groups and (mean := float(np.mean([v[0] for v in groups.values()]))) > best_mean:
+            # the control's mean over cases of its per-case means (a case may hold several items)
+            means = [float(np.mean(f)) for v in groups.values() if (f := [x for x in v if math.isfinite(x)])]
+            if means and (mean := float(np.mean(means))) > best_mean:
                 best, best_mean = (name, groups), mean
         if best is None:
             return "beats the best control: n/a (no control run)"

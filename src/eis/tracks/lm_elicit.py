@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, ClassVar
 import pandas as pd
 
 from eis.errors import EisError
-from eis.stats import CI, paired_bootstrap_ci, verdict
 from eis.tools.lm_elicit.base import Elicitation, ElicitTask, ElicitTool, answer_scores
 from eis.tracks.base import CellResult, Track, fill_flaw, jsonable, register_track
-from eis.tracks.sanity import cell_groups, long_table
+from eis.tracks.circuits import CircuitsTrack
+from eis.tracks.sanity import long_table
 from eis.zoo.kinds import kind_of
 
 if TYPE_CHECKING:
@@ -138,27 +138,7 @@ class LMElicitTrack(Track):
             rows = rows[rows["track"] == self.name]
         return long_table(fill_flaw(rows), self.name, self.headline, self._verdict)
 
-    def _verdict(self, tool: str, flaw: str, metric: str, ci: CI, rows: pd.DataFrame) -> str:
-        """On the headline: the method against the control of the highest mean (over cases of their
-        per-quiz means), paired by case."""
-        if metric != self.headline or ci.n == 0:
-            return ""
-        if bool(rows.loc[rows["tool"] == tool, "control"].iloc[0]):
-            return "control"
-        controls = {str(t) for t in rows.loc[rows["control"].astype(bool), "tool"]}
-        groups = {t: cell_groups(rows[rows["tool"] == t], metric) for t in sorted(controls)}
-        groups = {t: g for t, g in groups.items() if g}
-        if not groups:
-            return "beats the best control: n/a (no control run)"
-        best = max(groups, key=lambda t: (_mean([_mean(v) for v in groups[t].values()]), t))
-        mine, theirs = cell_groups(rows[rows["tool"] == tool], metric), groups[best]
-        shared = [c for c in mine if c in theirs]
-        if not shared:
-            return "beats the best control: n/a (no shared cases)"
-        d = paired_bootstrap_ci(
-            [mine[c] for c in shared], [theirs[c] for c in shared], n_resamples=self.n_resamples
-        )
-        return f"beats {best}: {verdict(d)} ({metric} {d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}])"
+    _verdict = CircuitsTrack._verdict  # a method vs the best control on the headline, paired by case
 
 
 def _mean(values: list[float]) -> float:
