@@ -1,26 +1,21 @@
-"""Ablating a found latent as repair on a backdoored LM: does removing the direction that best detects
-"trigger present" remove the backdoor, and what does it cost in held-out next-token accuracy?
+"""Ablating a found latent as repair on a backdoored LM, run by run: the ``feature_ablation`` track's
+measurement (:mod:`eis.tracks.feature_ablation`) with each tool refitted under several seeds.
 
-For each feature case over a backdoored language model (``source = "lm"``) of ``--suite`` whose name starts
-with ``--cases``, and each tool of ``--tools``: the tool is fitted on the case's training rows (supervised
-tools get the labels), and for each planted pair the latent whose activation best separates ``trigger:i``
-on the training rows is chosen, as the ``feature_concepts`` track chooses it. The chosen directions are
-projected out of the hook point's activation at every position (``x <- x - Q Q^T x``, Q an orthonormal
-basis of the directions: directional ablation, as Arditi et al. 2024 ablate a refusal direction; for an
-SAE this removes its decoder direction's component, not exactly the latent's contribution). With the
-ablation in place, through the hook layer, the script measures every pair's attack success rate (greedy
-decoding emits the target after held-out prompts that hold the trigger, as the zoo measures it) and
-held-out next-token accuracy. Baselines: no ablation, and ``--random`` draws of as many random unit
-directions (seeded). ``--seeds`` refits each tool with several seeds (SAEs vary with theirs).
+For each feature case over a backdoored language model of ``--suite`` whose name starts with ``--cases``,
+and each tool of ``--tools`` and seed of ``range(--seeds)`` (SAEs vary with theirs): the latent chosen for
+each planted trigger on the training rows, its training ROC-AUC, and with its direction projected out of
+the hook point, every pair's attack success rate and the held-out next-token accuracy. Baselines: no
+ablation, and the mean of ``--random`` draws of as many random unit directions (seeded).
 
     .venv/bin/python benchmarks/bench_feature_ablation.py                          # smoke's LM case
-    .venv/bin/python benchmarks/bench_feature_ablation.py --suite features --cases lm-backdoor
+    .venv/bin/python benchmarks/bench_feature_ablation.py --suite features --cases lm-backdoor --seeds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,13 +23,8 @@ import torch
 import eis.zoo
 from eis.tools.base import make_tool
 from eis.tools.features import FeatureTask
-from eis.tools.lm_hooks import hooks
-from eis.tracks.metrics.features import auroc_matrix
+from eis.tracks.feature_ablation import backdoor_effect, trigger_latents
 from eis.zoo.build import build_case
-from eis.zoo.language.backdoor import Pair, measure_pairs
-from eis.zoo.language.build import N_HELD_OUT, N_PROBE
-from eis.zoo.language.grammar import encode
-from eis.zoo.language.lm import BOS_ID, EOS_ID, next_token_accuracy
 from eis.zoo.suites import load_suite
 
 TOOLS = ("probe", "diff_in_means", "sae_relu_l1", "sae_topk", "sae_batchtopk", "pca", "random_directions")
@@ -46,34 +36,16 @@ def trigger_directions(case: eis.zoo.Case, tool: str, seed: int) -> tuple[torch.
     truth = case.truth()
     train = case.activations("train")
     t = make_tool(tool)
-    labels = truth.labels("train") if t.supervised else None
-    found = t.find(FeatureTask(train, train, case.width, labels, seed))
+    labels = truth.labels("train")
+    found = t.find(FeatureTask(train, train, case.width, labels if t.supervised else None, seed))
     cols = [j for j, c in enumerate(truth.concepts) if c.startswith("trigger:")]
-    auc = auroc_matrix(found.activations.double().numpy(), truth.labels("train")[:, cols].numpy())
-    auc = np.maximum(np.nan_to_num(auc, nan=0.5), 1 - np.nan_to_num(auc, nan=0.5))
-    best = auc.argmax(axis=0)
-    return found.directions[best].float(), [float(auc[j, k]) for k, j in enumerate(best)]
+    best, auc = trigger_latents(found.activations, labels[:, cols])
+    return found.directions[best].float(), [float(a) for a in auc]
 
 
-def measure(case: eis.zoo.Case, directions: torch.Tensor | None) -> dict[str, float]:
+def measure(case: eis.zoo.Case, directions: torch.Tensor | None) -> dict[str, Any]:
     """Attack success per pair and held-out next-token accuracy with ``directions`` projected out."""
-    lm = eis.zoo.load(case.meta["model"])
-    model, lang, truth = lm.model(), lm.language(), lm.truth()
-    pairs = [Pair(tuple(p["trigger"]), tuple(p["target"]), p["kind"]) for p in truth.pairs]
-    held = lang.documents("held_out", N_HELD_OUT)
-    seqs = [[BOS_ID, *encode(lang, d.words), EOS_ID] for d in held]
-    fwd = []
-    if directions is not None:
-        q, _ = torch.linalg.qr(directions.T)  # (d, r) orthonormal basis
-
-        def ablate(act: torch.Tensor, _hook: str) -> torch.Tensor:
-            return act - (act @ q) @ q.T
-
-        fwd = [(case.meta["hook"], ablate)]
-    with torch.no_grad(), hooks(model, fwd):
-        per_pair = measure_pairs(model, lang, pairs, held[:N_PROBE], truth.placement, int(truth.spec["seed"]))
-        acc = next_token_accuracy(model, seqs)
-    return {"asr": [p["asr"] for p in per_pair], "accuracy": acc}
+    return backdoor_effect(eis.zoo.load(case.meta["model"]), case.meta["hook"], directions)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import torch
 
 from eis.errors import EisError
 from eis.tools.base import make_tool
+from eis.tracks.feature_ablation import FeatureAblationTrack
 from eis.tracks.feature_concepts import FeatureConceptsTrack
 from eis.tracks.features import FeaturesTrack
 from eis.tracks.metrics.features import auroc_matrix, concept_detection
@@ -172,4 +173,20 @@ def test_a_suite_build_trains_the_model_first(fresh_home) -> None:
     assert artifact.case_dir(lm.case_id).is_dir() and case.meta["model"] == lm.case_id
     assert case.width == 64 and case.meta["hook"] == "blocks.0.hook_resid_post"
     assert case.truth().concepts == tuple(concept_names(1)) and case.truth().model_flaw == "clean"
+    assert FeatureConceptsTrack().applies_to(case) and not FeatureAblationTrack().applies_to(
+        case
+    )  # no backdoor
     assert case.activations("train").shape == (64, 16) and case.activations("eval").shape == (32, 16)
+
+
+def test_ablating_the_trigger_latent(smoke) -> None:
+    """Measured: difference-in-means's latent for trigger 0 removes pair 0 (attack success 1.00 -> 0.00) and
+    leaves pair 1; the best-detecting random directions remove neither; accuracy moves by under 0.005."""
+    track, case = FeatureAblationTrack(), smoke[CASE]
+    assert track.applies_to(case) and not track.applies_to(smoke["features-synthetic"])
+    dim = track.run(case, make_tool("diff_in_means"), seed=0)
+    rand = track.run(case, make_tool("random_directions"), seed=0)
+    assert dim.items["removed"] == [1.0, 0.0] and dim.items["asr_after"][0] <= 0.05
+    assert rand.items["removed"] == [0.0, 0.0] and min(rand.items["asr_after"]) >= 0.9
+    assert abs(dim.scores["accuracy_drop"]) < 0.02 and abs(rand.scores["accuracy_drop"]) < 0.02
+    assert dim.flaw == "lm/lm_backdoor" and len(dim.extras["latents"]) == 2

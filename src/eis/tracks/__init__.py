@@ -7,6 +7,7 @@ def load_builtin_tracks() -> None:
     import eis.tracks.circuits  # noqa: F401
     import eis.tracks.detect  # noqa: F401
     import eis.tracks.faithfulness  # noqa: F401
+    import eis.tracks.feature_ablation  # noqa: F401
     import eis.tracks.feature_concepts  # noqa: F401
     import eis.tracks.feature_steering  # noqa: F401
     import eis.tracks.feature_usefulness  # noqa: F401
