@@ -14,9 +14,9 @@ language model is measured as the zoo measures it (held-out prompts, :mod:`eis.z
 - ``accuracy_drop``: held-out next-token accuracy before minus after (what the repair costs);
 - ``detect_auroc``: per pair, the chosen latent's training ROC-AUC for ``trigger:i`` (sign-free).
 
-Not a default track (each cell runs the language model on 500 prompts and documents twice). The verdict
-compares each tool with the random-direction control (its best-detecting random direction), paired by case
-and pair.
+Not a default track (a cell runs the language model on about 700 sequences, with and without the
+ablation). The verdict compares each tool with the random-direction control (its best-detecting random
+direction), paired by case and pair.
 """
 
 from __future__ import annotations
