@@ -30,6 +30,7 @@ from torch import nn
 
 from eis.errors import EisError
 from eis.tools.base import Tool
+from eis.tools.lm_queries import allowed_tokens
 
 
 @dataclasses.dataclass
@@ -76,8 +77,7 @@ class LMDetectTask:
 
     def allowed(self) -> torch.Tensor:
         """(K,) token ids a prompt may hold: the vocabulary less the tokenizer's special tokens."""
-        special = set(getattr(self.tokenizer, "all_special_ids", []))
-        return torch.tensor([i for i in range(self.vocab_size) if i not in special])
+        return allowed_tokens(self.model, self.tokenizer)
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids)))

@@ -27,6 +27,7 @@ from torch import nn
 
 from eis.errors import EisError
 from eis.tools.base import Tool
+from eis.tools.lm_queries import QueryBudget, allowed_tokens
 
 
 @dataclasses.dataclass
@@ -41,7 +42,7 @@ class Elicitation:
 
 
 @dataclasses.dataclass
-class ElicitTask:
+class ElicitTask(QueryBudget):
     """What an elicitation tool receives (see the module docstring)."""
 
     model: nn.Module
@@ -101,18 +102,8 @@ class ElicitTask:
         return [[*self.bos, *self._encode(t)] for t in self.texts]
 
     def allowed(self) -> torch.Tensor:
-        """(K,) token ids a prefix may hold: the model's vocabulary less the tokenizer's special tokens."""
-        special = set(getattr(self.tokenizer, "all_special_ids", []))
-        n = int(self.model.get_input_embeddings().weight.shape[0])
-        return torch.tensor([i for i in range(min(n, len(self.tokenizer))) if i not in special])
-
-    def spend(self, n: int) -> None:
-        """Count ``n`` queries."""
-        self.queries += int(n)
-
-    def left(self) -> int:
-        """Queries left in the budget."""
-        return max(0, self.budget - self.queries)
+        """(K,) token ids a prefix may hold: the vocabulary less the tokenizer's special tokens."""
+        return allowed_tokens(self.model, self.tokenizer)
 
     def score(self, elicitation: Elicitation) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) log-probability of each labelled answer and (N,) bool: whether it is the argmax, under

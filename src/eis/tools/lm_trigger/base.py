@@ -25,10 +25,11 @@ from torch import nn
 
 from eis.errors import EisError
 from eis.tools.base import Tool
+from eis.tools.lm_queries import QueryBudget, allowed_tokens
 
 
 @dataclasses.dataclass
-class TriggerTask:
+class TriggerTask(QueryBudget):
     """What a trigger-recovery tool receives (see the module docstring)."""
 
     model: nn.Module
@@ -74,18 +75,8 @@ class TriggerTask:
         )
 
     def allowed(self) -> torch.Tensor:
-        """(K,) token ids a trigger may hold: the model's vocabulary less the tokenizer's special tokens."""
-        special = set(getattr(self.tokenizer, "all_special_ids", []))
-        n = int(self.model.get_input_embeddings().weight.shape[0])
-        return torch.tensor([i for i in range(min(n, len(self.tokenizer))) if i not in special])
-
-    def spend(self, n: int) -> None:
-        """Count ``n`` queries (e.g. one gradient pass over one prompt)."""
-        self.queries += int(n)
-
-    def left(self) -> int:
-        """Queries left in the budget."""
-        return max(0, self.budget - self.queries)
+        """(K,) token ids a trigger may hold: the vocabulary less the tokenizer's special tokens."""
+        return allowed_tokens(self.model, self.tokenizer)
 
     def score(self, triggers: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) log-probability of the target after each trigger and (N,) bool: whether greedy decoding
