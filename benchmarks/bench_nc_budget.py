@@ -61,7 +61,11 @@ def _inputs(x: torch.Tensor, y: torch.Tensor, n: int = 256) -> tuple[torch.Tenso
 
 def population(wide: bool) -> list[dict[str, Any]]:
     """The models: name, arch, truth kind, model, inputs; ``timing_only`` for the briefly trained wide net."""
-    specs = [s for s in eis.zoo.suite_cases("smoke") if getattr(s, "dataset", None) in ("digits", "shapes")]
+    specs = [
+        s
+        for s in eis.zoo.suite_cases("smoke")
+        if isinstance(s, CaseSpec) and s.dataset in ("digits", "shapes")
+    ]
     cases = [build_case(spec)[0] for spec in [*specs, *SHAPES_CASES]]
     out = []
     for case in cases:
