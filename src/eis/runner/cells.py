@@ -29,6 +29,7 @@ DEFAULT_TRACKS += ["features"]  # known sparse dictionaries: smoke holds two fea
 DEFAULT_TRACKS += ["lm_trigger"]  # trigger recovery: smoke holds a backdoored LM and its clean twin
 DEFAULT_TRACKS += ["lm_detect"]  # LM backdoor detection: smoke holds a small LM detection population
 DEFAULT_TRACKS += ["lm_elicit"]  # elicitation: smoke holds a password-locked LM
+DEFAULT_TRACKS += ["feature_steering", "feature_concepts", "feature_ablation"]  # about 30 s on smoke
 
 
 @dataclasses.dataclass(frozen=True)

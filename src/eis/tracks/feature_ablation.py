@@ -14,8 +14,8 @@ language model is measured as the zoo measures it (held-out prompts, :mod:`eis.z
 - ``accuracy_drop``: held-out next-token accuracy before minus after (what the repair costs);
 - ``detect_auroc``: per pair, the chosen latent's training ROC-AUC for ``trigger:i`` (sign-free).
 
-Not a default track (a cell runs the language model on about 700 sequences, with and without the
-ablation). The verdict compares each tool with the random-direction control (its best-detecting random
+A cell runs the language model on about 700 sequences, with and without the ablation (about a second on
+smoke's case). The verdict compares each tool with the random-direction control (its best-detecting random
 direction), paired by case and pair.
 """
 
