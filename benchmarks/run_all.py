@@ -24,6 +24,7 @@ BENCHMARKS = {
     "features": ["bench_features.py"],
     "realistic": ["bench_realistic.py"],
     "lm_detect": ["bench_lm_detect.py"],
+    "bootstrap_auroc": ["bench_bootstrap_auroc.py"],
 }
 
 

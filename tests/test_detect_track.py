@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -304,3 +305,19 @@ def test_end_to_end_population() -> None:
     acc = table[(table.tool == "neural_cleanse") & (table.flaw == "patch") & (table.metric == "target_acc")]
     assert acc["mean"].item() == 1.0 and acc["n"].item() == 3
     assert ((head["lo"] <= head["mean"]) & (head["mean"] <= head["hi"])).all()
+
+
+def test_resampled_auroc_equals_roc_auc_of_each_resample() -> None:
+    """The vectorised bootstrap equals ranking every resample, ties (within and across classes) included."""
+    from eis.tracks.metrics.detection import resampled_auroc, roc_auc
+
+    rng = np.random.default_rng(0)
+    s = np.round(rng.normal(size=30), 1)  # rounded: ties between trojaned and clean models
+    y = (rng.random(30) < 0.4).astype(int)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    idx = np.concatenate(
+        [pos[rng.integers(0, pos.size, (200, pos.size))], neg[rng.integers(0, neg.size, (200, neg.size))]], 1
+    )
+    want = np.array([roc_auc(s[i], y[i]) for i in idx])
+    np.testing.assert_allclose(resampled_auroc(s, y, idx), want, rtol=0, atol=1e-12)
+    assert resampled_auroc([0.5, 0.5, 0.9], [0, 1, 1], np.array([[0, 1, 2]]))[0] == 0.75  # by hand

@@ -43,6 +43,7 @@ from eis.tracks.metrics.detection import (
     mask_iou,
     mask_iou_topk,
     reasr,
+    resampled_auroc,
     roc_auc,
 )
 from eis.zoo.kinds import IMAGE, kind_of
@@ -347,23 +348,25 @@ def _paired_auroc(a: dict[str, Any], b: dict[str, Any], boot: dict[str, int]) ->
     y = np.array([sa[i][1] for i in ids])
     if y.size == 0 or y.min() == y.max():
         return None
-    both = np.stack([[sa[i][0] for i in ids], [sb[i][0] for i in ids]], axis=1)
+    sa_, sb_ = np.array([sa[i][0] for i in ids]), np.array([sb[i][0] for i in ids])
 
-    def diff(s: np.ndarray, yy: np.ndarray) -> float:
-        return roc_auc(s[:, 0], yy) - roc_auc(s[:, 1], yy)
+    def diff(idx: np.ndarray) -> np.ndarray:
+        return resampled_auroc(sa_, y, idx) - resampled_auroc(sb_, y, idx)
 
-    return _stratified_ci(diff, both, y, boot)
+    return _stratified_ci(diff, y, boot)
 
 
-def _stratified_ci(fn: Any, s: np.ndarray, y: np.ndarray, boot: dict[str, int]) -> CI:
+def _stratified_ci(reps_of: Any, y: np.ndarray, boot: dict[str, int]) -> CI:
+    """``reps_of(idx)`` (R,) for resamples ``idx`` (R, n) of the models, clean and trojaned drawn apart;
+    its value on the models themselves and the percentile interval."""
     rng = np.random.default_rng(boot["seed"])
     pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
     r = boot["n_resamples"]
     idx = np.concatenate(
         [pos[rng.integers(0, pos.size, (r, pos.size))], neg[rng.integers(0, neg.size, (r, neg.size))]], axis=1
     )
-    point = fn(s, y)
-    reps = np.array([fn(s[i], y[i]) for i in idx])
+    point = float(reps_of(np.arange(y.size)[None])[0])
+    reps = reps_of(idx)
     lo, hi = np.quantile(reps, [0.025, 0.975])
     return CI(point, float(min(lo, point)), float(max(hi, point)), int(y.size), int(y.size))
 
