@@ -152,6 +152,14 @@ def check_tool(
     return report
 
 
+def record_refusal(report: ToolReport, exc: ToolRefusal, where: str, case: str) -> ToolReport:
+    """Record a tool's refusal on the contract's ``case`` in ``report``; an empty message violates the
+    contract (a user would see no reason)."""
+    _assert(str(exc).strip(), f"{where}: ToolRefusal with an empty message")
+    report.refusals[case] = str(exc)
+    return report
+
+
 def _assert(cond: object, msg: str) -> None:
     if not cond:
         raise AssertionError(msg)

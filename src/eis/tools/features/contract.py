@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from eis.errors import EisError, ToolRefusal
+from eis.testing import record_refusal
 from eis.tools.features.base import FeatureTask, FeatureTool, FoundFeatures
 from eis.zoo.features.generate import random_dictionary, sample_features, stream
 from eis.zoo.features.spec import FeatureSpec
@@ -52,10 +53,7 @@ def check_feature_tool(tool: FeatureTool, report: Any, seed: int = 0) -> Any:
     try:
         first = tool.find(task)
     except ToolRefusal as exc:
-        if not str(exc).strip():
-            raise AssertionError(f"{tool.name}: ToolRefusal with an empty message") from None
-        report.refusals["synthetic "] = str(exc)
-        return report
+        return record_refusal(report, exc, tool.name, "synthetic ")
     if not isinstance(first, FoundFeatures):
         raise AssertionError(f"{tool.name}: returned {type(first).__name__}, not FoundFeatures")
     try:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from eis.errors import EisError, ToolRefusal
+from eis.testing import record_refusal
 from eis.tools.lm_detect.base import LMDetection, LMDetectionTool, LMDetectTask
 
 
@@ -55,10 +56,7 @@ def check_lm_detect_tool(tool: LMDetectionTool, report: Any, seed: int = 0) -> A
     try:
         first = tool.detect(task)
     except ToolRefusal as exc:
-        if not str(exc).strip():
-            raise AssertionError(f"{where}: ToolRefusal with an empty message") from None
-        report.refusals["random gpt2 "] = str(exc)
-        return report
+        return record_refusal(report, exc, where, "random gpt2 ")
     if not isinstance(first, LMDetection):
         raise AssertionError(f"{where}: returned {type(first).__name__}")
     again = (restored if tool.learned else tool).detect(task)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from eis.errors import EisError, ToolRefusal
+from eis.testing import record_refusal
 from eis.tools.lm_elicit.base import Elicitation, ElicitTask, ElicitTool
 from eis.tools.lm_hooks import hook_names
 
@@ -62,10 +63,7 @@ def check_elicit_tool(tool: ElicitTool, report: Any, seed: int = 0) -> Any:
     try:
         first = tool.elicit(task)
     except ToolRefusal as exc:
-        if not str(exc).strip():
-            raise AssertionError(f"{where}: ToolRefusal with an empty message") from None
-        report.refusals["random gpt2 "] = str(exc)
-        return report
+        return record_refusal(report, exc, where, "random gpt2 ")
     if not isinstance(first, Elicitation):
         raise AssertionError(f"{where}: returned {type(first).__name__}")
     allowed = set(task.allowed().tolist())

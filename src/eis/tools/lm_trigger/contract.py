@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from eis.errors import EisError, ToolRefusal
+from eis.testing import record_refusal
 from eis.tools.lm_trigger.base import TriggerAnswer, TriggerTask, TriggerTool
 
 UNBUDGETED = {"exhaustive_trigger_search"}  # the ceiling control, documented as outside the budget
@@ -46,10 +47,7 @@ def check_trigger_tool(tool: TriggerTool, report: Any, seed: int = 0) -> Any:
     try:
         first = tool.recover(task)
     except ToolRefusal as exc:
-        if not str(exc).strip():
-            raise AssertionError(f"{tool.name}: ToolRefusal with an empty message") from None
-        report.refusals["random gpt2 "] = str(exc)
-        return report
+        return record_refusal(report, exc, tool.name, "random gpt2 ")
     where = f"{tool.name} on a random GPT-2"
     if not isinstance(first, TriggerAnswer):
         raise AssertionError(f"{where}: returned {type(first).__name__}")
