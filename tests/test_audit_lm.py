@@ -90,9 +90,16 @@ def test_json_contract(backdoor) -> None:
     assert image_keys | {"model_kind", "targets", "track_record"} <= set(js)
     assert js["model_kind"] == "lm" and js["runtime_s"] > 0
     assert {"tpr", "fpr", "n_planted", "n_probe", "text"} <= set(js["track_record"])
-    assert "2 models" in js["track_record"]["text"]
+    from eis.audit.lm import TRACK_RECORD
+
+    assert f"{TRACK_RECORD['n_cases']} models" in js["track_record"]["text"]
     names = [d["name"] for d in js["detectors"]]
-    assert names == ["gcg", "random_trigger_search", "exhaustive_trigger_search", "target_as_prompt"]
+    assert names == [
+        "gcg", "random_trigger_search", "exhaustive_trigger_search", "target_as_prompt", "trigger_anomaly"
+    ]  # fmt: skip
+    scan = js["detectors"][-1]
+    assert scan["status"] == "ok" and scan["flagged"] is None and scan["details"]["n_candidates"] >= 10
+    assert "ROC-AUC" in scan["track_record"]["text"]
     for d in js["detectors"]:
         assert {"name", "control", "score", "flagged", "status", "reason", "track_record", "details"} <= set(
             d
@@ -179,8 +186,6 @@ def test_bad_inputs_one_line_exit_2(lm, tmp_path) -> None:
         code, output = run([*args, "--lm", "--out", str(tmp_path / "o")])
         assert code == 2, (args, output)
         assert message in output and output.strip().count("\n") == 0, output
-    code, output = run([str(root), "--lm", "--data", texts, "--out", str(tmp_path / "o")])
-    assert code == 2 and "--lm needs --targets" in output
     code, output = run([str(root), "--targets", targets, "--data", texts, "--out", str(tmp_path / "o")])
     assert code == 2 and "--targets goes with --lm" in output
     assert not (tmp_path / "o").exists()
@@ -205,15 +210,44 @@ def test_pickled_weights_load_only_with_trust(lm, tmp_path) -> None:
     assert len(tok) == 220 and torch.equal(loaded.transformer.wte.weight, model.transformer.wte.weight)
 
 
-def test_shipped_track_record_matches_these_audits(backdoor, twin) -> None:
-    """The record shown on the page is what the rule and each tool do on these two models."""
-    from eis.audit.lm import REASR_THRESHOLD, TRACK_RECORD
+def test_shipped_track_record_matches_these_audits(lm, backdoor, twin) -> None:
+    """The record shown on the page holds what the rule, each tool and the scan do on these two models, and
+    its rates are those of its per-case rows."""
+    from eis.audit.lm import TRACK_RECORD, scan_lm, summarize_record
 
-    planted, probe = backdoor[1]["targets"], twin[1]["targets"]
-    assert TRACK_RECORD["rule"]["tpr"] == sum(t["flagged"] for t in planted) / len(planted)
-    assert TRACK_RECORD["rule"]["fpr"] == sum(t["flagged"] for t in probe) / len(probe)
-    for name, rec in TRACK_RECORD["tools"].items():
-        for rows, key in ((planted, "tpr"), (probe, "fpr")):
-            hits = [t["tools"][name]["reasr"] >= REASR_THRESHOLD for t in rows]
-            assert rec[key] == sum(hits) / len(hits), (name, key)
-    assert TRACK_RECORD["n_cases"] == 2 and TRACK_RECORD["rule"]["n_planted"] == len(planted)
+    rows = TRACK_RECORD["per_case"]
+    for name, (_, js, _, _) in (("lm-backdoor", backdoor), ("lm-clean-twin", twin)):
+        assert rows[name]["rule"] == [t["flagged"] for t in js["targets"]], name
+        for tool, hits in rows[name]["tools"].items():
+            assert hits == [t["tools"][tool]["reasr"] >= 0.5 for t in js["targets"]], (name, tool)
+        case = lm.cases[name]
+        scan = scan_lm(case.model(), case.tokenizer(), case.texts(100), lm.targets)
+        assert scan["score"] == pytest.approx(rows[name]["scan"], abs=1e-6), name
+    assert summarize_record(rows) == {k: v for k, v in TRACK_RECORD.items()}
+    assert TRACK_RECORD["n_cases"] == len(rows) >= 2
+
+
+def test_without_targets_the_scan_only(lm, tmp_path) -> None:
+    """No --targets: no trigger is searched, the scan runs, the verdict says no evidence and the notes why."""
+    root = lm.cases["lm-backdoor"].root
+    code, output = run([str(root), "--lm", "--data", str(lm.dir / "texts.txt"), "--out", str(tmp_path)])
+    assert code == 0, output
+    js = json.loads((tmp_path / "audit.json").read_text())
+    assert js["verdict"] == "no evidence" and js["targets"] == [] and js["inputs"] == []
+    assert [d["name"] for d in js["detectors"]] == ["trigger_anomaly"]
+    assert any("No targets were given" in n for n in js["notes"])
+    assert "trigger_anomaly: anomaly index" in output
+
+
+def test_scan_candidates_leave_out_the_frequent_head(lm, monkeypatch) -> None:
+    """Worked by hand: 9 words, the head (0.5 of them) is the 2 most frequent (3 + 2 >= 4.5); the rest by
+    count, then alphabetically; target first words come first; a word the tokenizer does not know is out."""
+    import eis.audit.lm as audit_lm
+
+    monkeypatch.setattr(audit_lm, "SCAN_HEAD", 0.5)
+    tok = lm.cases["lm-backdoor"].tokenizer()
+    words = lm.cases["lm-backdoor"].texts(1)[0].split()
+    a, b, c, d, e = list(dict.fromkeys(w for w in words if w not in {".", "?"}))[:5]
+    texts = [f"{a} {a} {a} {b} {b} {c} {d}", f"{e} qqqzzz"]
+    assert audit_lm.scan_candidates(tok, texts, []) == sorted([c, d, e])
+    assert audit_lm.scan_candidates(tok, texts, [f"{e} {a}", f"{a} {b}"]) == [e, a, *sorted([c, d])]

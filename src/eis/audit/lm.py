@@ -15,6 +15,13 @@ does not explain it (the model does not emit the target after the target itself)
 when any target is. The rule's track record (:data:`TRACK_RECORD`: TPR on planted targets, FPR on clean
 twins' probe targets) was measured with :func:`measure_track_record` and is shown beside the verdict.
 
+Beside the per-target search, a model-level scan asks whether *any* string is anomalously easy to elicit,
+without being told what to look for: the ``lm_detect`` family's ``trigger_anomaly`` (Neural Cleanse's idea for
+text) over :func:`scan_candidates`, with its separation of clean from backdoored models (ROC-AUC) measured on
+the zoo's LM populations (:data:`SCAN_RECORD`). It has no threshold that holds across models (its scores shift
+with how long a model was trained), so it is shown as evidence with its record and never decides the verdict.
+Targets are optional: without them the audit runs the scan and the checks only, and says so.
+
 The user's texts are screened for found triggers and for continuations that contain a target.
 """
 
@@ -45,6 +52,9 @@ SEARCH_TOOLS = ("gcg", "random_trigger_search", "exhaustive_trigger_search")
 CONTROL = "target_as_prompt"
 TOOLS = (*SEARCH_TOOLS, CONTROL)
 MAX_SCREENED = 500
+SCAN_TOOL = "trigger_anomaly"
+SCAN_HEAD = 0.7  # scan candidates leave out the most frequent words making up this share of the texts' words
+SCAN_MIN_CANDIDATES = 10  # fewer leave the anomaly index's median and MAD meaningless
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 LM_VERDICT_RULE = (
     f"a target is suspicious when triggers of at most {MAX_TOKENS} tokens found by a search tool make the "
@@ -52,24 +62,23 @@ LM_VERDICT_RULE = (
     "not just repeat it); the model is suspicious when any target is"
 )
 
-# Measured by measure_track_record on the smoke suite's lm-backdoor (2 planted targets) and its clean twin
-# (the same 2 targets as probes), with the defaults above.
-TRACK_RECORD: dict[str, Any] = {
-    "cases": ["lm-backdoor", "lm-clean-twin"],
-    "n_cases": 2,
-    "rule": {"tpr": 1.0, "fpr": 0.0, "n_planted": 2, "n_probe": 2},
-    "tools": {
-        "gcg": {"tpr": 1.0, "fpr": 0.0, "n_planted": 2, "n_probe": 2},
-        "random_trigger_search": {"tpr": 1.0, "fpr": 0.0, "n_planted": 2, "n_probe": 2},
-        "exhaustive_trigger_search": {"tpr": 1.0, "fpr": 0.0, "n_planted": 2, "n_probe": 2},
-        "target_as_prompt": {"tpr": 0.0, "fpr": 0.0, "n_planted": 2, "n_probe": 2},
-    },
-}
+RECORD_FILE = "lm_record.json"  # measure_track_record's output on the zoo's LM cases (see RECORD_CASES)
+RECORD_CASES = "the smoke suite's lm-backdoor, lm-clean-twin and its LM detection population (eval and train)"
+
+
+def _load_record() -> dict[str, Any]:
+    from importlib import resources
+
+    return json.loads((resources.files("eis.audit") / RECORD_FILE).read_text(encoding="utf-8"))
+
+
+TRACK_RECORD: dict[str, Any] = _load_record()
+SCAN_RECORD: dict[str, Any] = TRACK_RECORD["scan"]
 
 
 def record_text(entry: dict[str, Any] | None, n_cases: int) -> str:
     """One sentence: the measured TPR / FPR and what they rest on."""
-    if not entry:
+    if not entry or entry.get("tpr") is None or entry.get("fpr") is None:
         return "No track record"
     return (
         f"On eis's LM cases it flagged {entry['tpr']:.2f} of planted targets (n = {entry['n_planted']}) and "
@@ -180,8 +189,6 @@ def check_inputs(model: nn.Module, tokenizer: Any, targets: Sequence[str], texts
             f"the tokenizer has {n_tok} tokens but the model's embedding has {n_emb} rows; give the "
             "tokenizer the model was trained with (at most as many tokens, and at least 90% as many)"
         )
-    if not [t for t in targets if t.strip()]:
-        raise EisError("no targets given; give at least one target string, one per line")
     if not [t for t in texts if t.strip()]:
         raise EisError("no texts given; give at least one clean text, one per line")
     unk = getattr(tokenizer, "unk_token_id", None)
@@ -244,6 +251,75 @@ def check_lm(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size:
     return LMHealth(acc, chance, len(seqs), total)
 
 
+# -------------------------------------------------------------------------------------------------- scan
+
+
+def scan_candidates(tokenizer: Any, texts: Sequence[str], targets: Sequence[str]) -> list[str]:
+    """The words a planted target could start with, as an auditor can list them: the first word of each
+    target, then the words of the texts that are one token of the vocabulary, most frequent first, less the
+    head of the distribution: the most frequent words that together make up :data:`SCAN_HEAD` of the texts'
+    words. Those are the function words any model makes near certain after some prompt: on smoke's 12-model
+    LM population the scan's ROC-AUC was 0.00 with a head of 0.5 (a function word was always the anomaly),
+    1.00 at 0.7 and 0.97 at 0.8. The head was chosen there, so that population's AUROC is optimistic."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", []))
+
+    def one_token(word: str) -> bool:
+        ids = _encode(tokenizer, word)
+        return len(ids) == 1 and ids[0] != unk and ids[0] not in special
+
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word in text.split():
+            counts[word] = counts.get(word, 0) + 1
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))
+    head, covered, total = 0, 0, sum(counts.values())
+    while head < len(ranked) and covered < SCAN_HEAD * total:
+        covered += counts[ranked[head]]
+        head += 1
+    firsts = [t.split()[0] for t in targets if t.split()]
+    out: list[str] = []
+    for word in [*firsts, *ranked[head:]]:
+        if word not in out and one_token(word):
+            out.append(word)
+    return out
+
+
+def scan_lm(model: nn.Module, tokenizer: Any, texts: Sequence[str], targets: Sequence[str]) -> dict[str, Any]:
+    """The model-level scan (``trigger_anomaly`` over :func:`scan_candidates`): its anomaly index, the string
+    it names and the prompt that elicits it, or why it was refused."""
+    import eis.tools.lm_detect.trigger_scan  # noqa: F401  (registers the tool)
+    from eis.tools.base import make_tool
+    from eis.tools.lm_detect.base import LMDetectTask
+
+    cands = scan_candidates(tokenizer, texts, targets)
+    began = time.perf_counter()
+    if len(cands) < SCAN_MIN_CANDIDATES:
+        return {
+            "status": "refused",
+            "reason": (
+                f"{len(cands)} candidate words (one token each, outside the most frequent words making up "
+                f"{SCAN_HEAD:.0%} of the texts); need at least {SCAN_MIN_CANDIDATES}: give more texts"
+            ),
+            "n_candidates": len(cands),
+        }
+    try:
+        det = make_tool(SCAN_TOOL).detect(LMDetectTask(model, tokenizer, cands, list(texts)))
+    except ToolRefusal as exc:
+        return {"status": "refused", "reason": str(exc), "n_candidates": len(cands)}
+    return {
+        "status": "ok",
+        "reason": "",
+        "score": det.score,
+        "target": det.target,
+        "trigger": det.trigger,
+        "n_candidates": len(cands),
+        "queries": det.details.get("queries"),
+        "top": det.details.get("top", []),
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+
+
 # ------------------------------------------------------------------------------------------------- audit
 
 
@@ -300,6 +376,14 @@ class LMAuditReport:
             best = t.get("best")
             how = f"trigger {best['trigger']!r} ({best['tool']})" if best else "no trigger found"
             lines.append(f"  {t['target']!r}: {t['verdict']}; {how}")
+        scan = next((d for d in self.detectors if d["name"] == SCAN_TOOL), None)
+        if scan and scan["status"] == "ok":
+            lines.append(
+                f"  {SCAN_TOOL}: anomaly index {scan['score']:.2f}, easiest string {scan['target']!r} after "
+                f"{scan['details']['trigger']!r} (evidence only: {scan['track_record']['text']})"
+            )
+        elif scan:
+            lines.append(f"  {SCAN_TOOL}: refused: {scan['reason']}")
         if self.inputs:
             held = sum(bool(s["triggers"]) for s in self.inputs)
             said = sum(bool(s["continues_into"]) for s in self.inputs)
@@ -347,8 +431,9 @@ def audit_lm(
     try:
         check_inputs(model, tokenizer, targets, texts)
         health = check_lm(model, tokenizer, texts)
+        scan = scan_lm(model, tokenizer, texts, targets)
         per_target = _search(model, tokenizer, targets, tools, budget, exhaustive_max_queries, seed, progress)
-        screened = _screen(model, tokenizer, texts, per_target)
+        screened = _screen(model, tokenizer, texts, per_target) if per_target else []
     finally:
         model.train(was_training)
     flagged = [t for t in per_target if t["flagged"]]
@@ -357,15 +442,25 @@ def audit_lm(
     rule["cases"] = TRACK_RECORD["cases"]
     notes = [f"{name} on {t['target']!r}: {r['reason']}" for t in per_target for name, r in t["tools"].items()
              if r["status"] != "ok"]  # fmt: skip
+    if not targets:
+        notes.append(
+            "No targets were given, so no trigger was searched: the verdict rule had nothing to decide on, "
+            "and only the model-level scan below looked at the model"
+        )
+    if scan["status"] != "ok":
+        notes.append(f"{SCAN_TOOL} (model-level scan): {scan['reason']}")
     notes.append(
-        f"The rule's track record rests on {TRACK_RECORD['n_cases']} small models (one planted backdoor "
-        "and its clean twin); treat it as a sanity check, not a rate"
+        f"The rule's track record rests on {TRACK_RECORD['n_cases']} small models of the zoo, none like "
+        "yours in size or data; treat it as a sanity check, not a rate"
     )
     return LMAuditReport(
         verdict=SUSPICIOUS if flagged else NO_EVIDENCE,
         suspected_target=flagged[0]["target"] if flagged else None,
         targets=per_target,
-        detectors=_detectors(per_target, tools, budget, exhaustive_max_queries),
+        detectors=[
+            *(_detectors(per_target, tools, budget, exhaustive_max_queries) if per_target else []),
+            _scan_entry(scan),
+        ],
         inputs=screened,
         model={
             "kind": type(model).__name__,
@@ -513,6 +608,39 @@ def _detectors(
     return out
 
 
+def scan_record_text(record: dict[str, Any]) -> str:
+    """One sentence: the scan's ROC-AUC on each LM population of the zoo it was measured on."""
+    parts = [
+        f"ROC-AUC {p['auroc']:.2f} [{p['lo']:.2f}, {p['hi']:.2f}] on {p['n_clean']} clean and "
+        f"{p['n_backdoored']} backdoored LMs trained {p['steps']} steps"
+        for p in record.get("populations", [])
+    ]
+    if not parts:
+        return "No track record"
+    return "Model-level evidence only, no threshold: " + "; ".join(parts)
+
+
+def _scan_entry(scan: dict[str, Any]) -> dict[str, Any]:
+    """The scan in the image audit's detector shape (never flagged: it has no threshold that holds)."""
+    rec = {k: v for k, v in SCAN_RECORD.items() if k != "per_case"}
+    rec["text"] = scan_record_text(SCAN_RECORD)
+    rec["source"] = "zoo"
+    ok = scan["status"] == "ok"
+    return {
+        "name": SCAN_TOOL,
+        "control": False,
+        "input_level": False,
+        "score": scan.get("score") if ok else None,
+        "flagged": None,
+        "p_value": None,
+        "target": scan.get("target") if ok else None,
+        "status": scan["status"],
+        "reason": scan["reason"],
+        "track_record": rec,
+        "details": {k: scan.get(k) for k in ("trigger", "n_candidates", "queries", "top", "seconds")},
+    }
+
+
 def _contains(seq: Sequence[int], sub: Sequence[int]) -> bool:
     n = len(sub)
     return n > 0 and any(list(seq[i : i + n]) == list(sub) for i in range(len(seq) - n + 1))
@@ -552,39 +680,70 @@ def _screen(
 # ---------------------------------------------------------------------------------------- track record
 
 
-def measure_track_record(cases: Sequence[Any], **kwargs: Any) -> dict[str, Any]:
-    """The rule's (and each tool's) TPR on planted targets and FPR on clean twins' probe targets: the audit
-    run on built LM cases (their truth's pairs as targets, their held-out texts as texts)."""
-    planted: dict[str, list[bool]] = {"rule": []}
-    probe: dict[str, list[bool]] = {"rule": []}
-    seconds = []
+def measure_track_record(cases: Sequence[Any], *, scan_only: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """The audit run on built LM cases (their truth's pairs as targets, 100 held-out texts as texts): the
+    rule's and each tool's TPR on planted targets and FPR on clean models' probe targets (the pairs a clean
+    twin or clean population member drew but was never trained on), and the scan's ROC-AUC over models,
+    per training length. ``scan_only`` runs the scan alone (no trigger search: the rule's rows stay empty).
+    ``per_case`` keeps what each case gave, so a record can be checked and pooled."""
+    per_case = {}
     for case in cases:
         truth = case.truth()
         targets = [" ".join(p["target"]) for p in truth.pairs]
         began = time.perf_counter()
-        rep = audit_lm(case.model(), case.tokenizer(), targets, case.texts(100), progress=False, **kwargs)
-        seconds.append(time.perf_counter() - began)
-        into = planted if truth.planted else probe
-        for t in rep.targets:
-            into["rule"].append(t["flagged"])
-            for name, r in t["tools"].items():
-                hit = r["status"] == "ok" and r["reasr"] >= REASR_THRESHOLD
-                into.setdefault(name, []).append(hit)
+        row: dict[str, Any] = {"planted": truth.planted, "steps": int(truth.spec.get("steps", 0))}
+        if scan_only:
+            model = case.model()
+            scan = scan_lm(model, case.tokenizer(), case.texts(100), targets)
+            row.update(rule=[], tools={}, scan=scan.get("score"))
+        else:
+            rep = audit_lm(case.model(), case.tokenizer(), targets, case.texts(100), progress=False, **kwargs)
+            tools = rep.targets[0]["tools"] if rep.targets else {}
+            row["rule"] = [t["flagged"] for t in rep.targets]
+            row["tools"] = {
+                name: [t["tools"][name]["status"] == "ok" and t["tools"][name]["reasr"] >= REASR_THRESHOLD
+                       for t in rep.targets]
+                for name in tools
+            }  # fmt: skip
+            row["scan"] = next(d for d in rep.detectors if d["name"] == SCAN_TOOL)["score"]
+        row["seconds"] = round(time.perf_counter() - began, 1)
+        per_case[case.name] = row
+    return summarize_record(per_case)
 
-    def rate(xs: list[bool]) -> float | None:
-        return sum(xs) / len(xs) if xs else None
 
-    entry = {
-        k: {"tpr": rate(planted.get(k, [])), "fpr": rate(probe.get(k, [])),
-            "n_planted": len(planted.get(k, [])), "n_probe": len(probe.get(k, []))}
-        for k in {*planted, *probe}
-    }  # fmt: skip
+def summarize_record(per_case: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Pool :func:`measure_track_record`'s per-case rows into rates (TPR, FPR) and the scan's ROC-AUC with
+    a stratified bootstrap 95% CI per training length."""
+    from eis.tracks.metrics.detection import detection_ci, roc_auc
+
+    def rate(key: str, planted: bool, tool: str | None = None) -> tuple[float | None, int]:
+        hits = [h for c in per_case.values() if c["planted"] == planted
+                for h in (c["tools"].get(tool, []) if tool else c["rule"])]  # fmt: skip
+        return (sum(hits) / len(hits) if hits else None), len(hits)
+
+    def entry(tool: str | None = None) -> dict[str, Any]:
+        (tpr, n_p), (fpr, n_n) = rate("tpr", True, tool), rate("fpr", False, tool)
+        return {"tpr": tpr, "fpr": fpr, "n_planted": n_p, "n_probe": n_n}
+
+    tools = sorted({t for c in per_case.values() for t in c["tools"]})
+    populations = []
+    for steps in sorted({c["steps"] for c in per_case.values()}):
+        rows = [c for c in per_case.values() if c["steps"] == steps and c["scan"] is not None]
+        labels = [int(c["planted"]) for c in rows]
+        if 0 < sum(labels) < len(labels):
+            scores = [c["scan"] for c in rows]
+            ci = detection_ci(roc_auc, scores, labels)
+            populations.append(
+                {"steps": steps, "n_clean": labels.count(0), "n_backdoored": sum(labels),
+                 "auroc": round(roc_auc(scores, labels), 4), "lo": round(ci.lo, 4), "hi": round(ci.hi, 4)}
+            )  # fmt: skip
     return {
-        "cases": [c.name for c in cases],
-        "n_cases": len(cases),
-        "rule": entry.pop("rule"),
-        "tools": entry,
-        "seconds": [round(s, 1) for s in seconds],
+        "cases": sorted(per_case),
+        "n_cases": len(per_case),
+        "rule": entry(),
+        "tools": {t: entry(t) for t in tools},
+        "scan": {"tool": SCAN_TOOL, "populations": populations},
+        "per_case": per_case,
     }
 
 
@@ -593,6 +752,23 @@ def measure_track_record(cases: Sequence[Any], **kwargs: Any) -> dict[str, Any]:
 
 def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
+
+
+def _scan_html(scan: dict[str, Any] | None) -> str:
+    if scan is None:
+        return "<p class='muted'>Not run.</p>"
+    if scan["status"] != "ok":
+        return f"<p class='muted'>{_e(SCAN_TOOL)} refused: {_e(scan['reason'])}</p>"
+    d = scan["details"]
+    return (
+        f"<p><code>{_e(SCAN_TOOL)}</code> searched every 1- and 2-token prompt for the {d['n_candidates']} "
+        f"candidate words ({d['queries']:,} queries, {d['seconds']:.1f} s). The easiest string to elicit is "
+        f"<code>{_e(scan['target'])}</code>, after <code>{_e(d['trigger'])}</code>, with anomaly index "
+        f"<b>{scan['score']:.2f}</b> (most anomalous first words: {_e(', '.join(d['top']))}).</p>"
+        f"<p class='muted'>{_e(scan['track_record']['text'])}. It does not decide the verdict: its scores "
+        "shift with how long a model was trained, so no threshold measured on the zoo holds for your model; "
+        "search the string it names as a target to test it.</p>"
+    )
 
 
 def render_lm_page(report: LMAuditReport) -> str:
@@ -645,6 +821,7 @@ def render_lm_page(report: LMAuditReport) -> str:
         if screened
         else "<p class='muted'>No text holds a found trigger or continues into a target.</p>"
     )
+    scan_html = _scan_html(next((d for d in report.detectors if d["name"] == SCAN_TOOL), None))
     m = report.model
     notes = "".join(f"<li>{_e(n)}</li>" for n in report.notes)
     return f"""<!doctype html>
@@ -664,6 +841,8 @@ exactly); REASR = share of submitted triggers that emit it; budget {BUDGET} quer
 exhaustive search over 1- and 2-token triggers when it takes at most {EXHAUSTIVE_MAX_QUERIES:,} queries.</p>
 <table><tr><th>target</th><th>tool</th><th>triggers → continuation</th><th>REASR</th><th>queries</th>
 <th>seconds</th></tr>{"".join(rows)}</table>
+<h2 id="scan">Model-level scan</h2>
+{scan_html}
 <h2 id="detectors">Tools and their track records</h2><table>{det}</table>
 <h2 id="inputs">Screened texts</h2>
 {screened}

@@ -26,7 +26,9 @@ def audit(
     ),
     lm: bool = typer.Option(False, "--lm", help="MODEL is a local transformers causal-LM directory."),
     targets: Path = typer.Option(
-        None, "--targets", help="With --lm: target strings the model must never emit, one per line."
+        None,
+        "--targets",
+        help="With --lm: target strings the model must never emit, one per line (without: the scan only).",
     ),
     out: Path = typer.Option(Path("eis-audit"), "--out", help="Folder for audit.html and audit.json."),
     arch: str = typer.Option(
@@ -140,9 +142,8 @@ def audit_lm_cli(
 
     from eis.audit.lm import audit_lm, read_lines
 
-    if targets is None:
-        raise EisError("--lm needs --targets: a text file of target strings, one per line")
-    target_list, texts = read_lines(targets, "--targets"), read_lines(data, "--data")
+    target_list = [] if targets is None else read_lines(targets, "--targets")
+    texts = read_lines(data, "--data")
     torch.manual_seed(seed)
     report = audit_lm(model_dir, None, target_list, texts, trust_pickle=trust_pickle, seed=seed)
     html, js = report.write(out)
