@@ -1,7 +1,7 @@
 """``eis audit --lm`` on the zoo's LM cases: seconds per audit, and the track record the audit ships.
 
-Runs :func:`eis.audit.lm.measure_track_record` on a suite's LM cases with a trigger-target truth (backdoors,
-clean twins, detection population members; other LM flaws are left out), one torch thread, and
+Runs :func:`eis.shadows.lm_record.measure_track_record` on a suite's LM cases with a trigger-target truth
+(backdoors, clean twins, detection population members; other LM flaws are left out), one torch thread, and
 prints per case the flagged targets, the scan's anomaly index and the seconds; then the rule's and each
 tool's TPR / FPR and the scan's ROC-AUC per training length. ``--write`` replaces the shipped record
 (``src/eis/audit/lm_record.json``) with the measurement; ``--pool FILE`` adds the per-case rows of an earlier
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from eis.audit.lm import RECORD_FILE, measure_track_record, summarize_record
+from eis.audit.lm import RECORD_FILE
+from eis.shadows.lm_record import measure_track_record, summarize_record
 from eis.zoo import build_case
 from eis.zoo.build import cached
 from eis.zoo.language.spec import LMSpec

@@ -213,7 +213,8 @@ def test_pickled_weights_load_only_with_trust(lm, tmp_path) -> None:
 def test_shipped_track_record_matches_these_audits(lm, backdoor, twin) -> None:
     """The record shown on the page holds what the rule, each tool and the scan do on these two models, and
     its rates are those of its per-case rows."""
-    from eis.audit.lm import TRACK_RECORD, scan_lm, summarize_record
+    from eis.audit.lm import TRACK_RECORD, scan_lm
+    from eis.shadows.lm_record import summarize_record
 
     rows = TRACK_RECORD["per_case"]
     for name, (_, js, _, _) in (("lm-backdoor", backdoor), ("lm-clean-twin", twin)):
