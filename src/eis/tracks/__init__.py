@@ -9,6 +9,7 @@ def load_builtin_tracks() -> None:
     import eis.tracks.faithfulness  # noqa: F401
     import eis.tracks.feature_ablation  # noqa: F401
     import eis.tracks.feature_concepts  # noqa: F401
+    import eis.tracks.feature_lm_steering  # noqa: F401
     import eis.tracks.feature_steering  # noqa: F401
     import eis.tracks.feature_usefulness  # noqa: F401
     import eis.tracks.features  # noqa: F401
