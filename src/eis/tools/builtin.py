@@ -19,7 +19,10 @@ import eis.tools.lm_elicit.finetune  # noqa: F401  (eliciting a password-locked 
 import eis.tools.lm_elicit.prompt_search  # noqa: F401
 import eis.tools.lm_elicit.steering  # noqa: F401
 import eis.tools.lm_trigger.controls  # noqa: F401  (trigger recovery for language models)
+import eis.tools.lm_trigger.gbda  # noqa: F401
 import eis.tools.lm_trigger.gcg  # noqa: F401
+import eis.tools.lm_trigger.pez  # noqa: F401
+import eis.tools.lm_trigger.uat  # noqa: F401
 import eis.tools.repair.anp  # noqa: F401  (trojan removal)
 import eis.tools.repair.finetune  # noqa: F401
 import eis.tools.repair.pruning  # noqa: F401

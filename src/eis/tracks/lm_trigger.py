@@ -13,6 +13,11 @@ target) and submits triggers. Per target:
 - ``found``: 1 when at least one submitted trigger emits the target;
 - ``queries``: queries the tool used; ``seconds``: its wall time.
 
+Each task is traced at :data:`CHECKPOINTS` (:class:`~eis.tools.lm_trigger.base.TriggerTask`): in the same run
+a tool records the answer it would have returned at each smaller budget, and the cell's ``extras["curve"]``
+holds mean ``recall`` and ``reasr`` over its targets against the budget, for :meth:`LMTriggerTrack.figures`
+(the unbudgeted exhaustive control: one point, at the queries it used).
+
 For an ``lm_conditional`` case (:mod:`eis.zoo.language.conditional`) no string is the trigger: a topic is,
 expressed by any of its surface forms (its objects and verbs), so each form is a true one-word trigger and
 :func:`score_conditional` scores the target against all of them: ``recall`` is the best BLEU of a submitted
@@ -33,7 +38,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
@@ -46,12 +52,15 @@ from eis.tracks.sanity import long_table
 from eis.zoo.kinds import kind_of
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from eis.tools.base import Tool
     from eis.zoo.case import Case
 
 MAX_TOKENS = 4
 N_CANDIDATES = 5
 BUDGET = 4096
+CHECKPOINTS = (64, 128, 256, 512, 1024, 2048)  # smaller budgets traced in the same run
 
 
 def trigger_bleu(candidate: Sequence[str], reference: Sequence[str]) -> float:
@@ -106,7 +115,7 @@ class LMTriggerTrack(Track):
     """Trigger recovery for a planted target (TDC 2023): recall of the trigger and REASR of the target."""
 
     name: ClassVar[str] = "lm_trigger"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: budget curves in the extras
     family: ClassVar[str] = "lm_trigger"
     headline: ClassVar[str] = "recall"
     summary: ClassVar[str] = "TDC 2023 trigger recovery: recall (BLEU with the true trigger) and REASR"
@@ -125,9 +134,12 @@ class LMTriggerTrack(Track):
         truth = case.truth()  # type: ignore[attr-defined]
         model, tokenizer = case.model("cpu"), case.tokenizer()  # type: ignore[attr-defined]
         items: dict[str, list[float]] = {}
-        answers = []
+        answers, curves = [], []
         for pair in truth.pairs:
-            task = TriggerTask(model, tokenizer, " ".join(pair["target"]), MAX_TOKENS, N_CANDIDATES, BUDGET)
+            target = " ".join(pair["target"])
+            task = TriggerTask(
+                model, tokenizer, target, MAX_TOKENS, N_CANDIDATES, BUDGET, checkpoints=CHECKPOINTS
+            )
             started = time.perf_counter()
             answer = tool.recover(task)
             seconds = time.perf_counter() - started
@@ -142,8 +154,10 @@ class LMTriggerTrack(Track):
             for k, v in per.items():
                 items.setdefault(k, []).append(float(v))
             answers.append({"target": pair["target"], "submitted": submitted, "emits": emits})
+            curves.append(_curve(task, answer, partial(score_answer, trigger=pair["trigger"])))
         scores = {k: sum(v) / len(v) for k, v in items.items()}
         extras = {"answers": jsonable(answers), "planted": truth.planted, "placement": truth.placement}
+        extras["curve"] = _mean_curve(curves)
         return CellResult(scores=scores, flaw=truth.flaw, items=items, extras=extras)
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -159,6 +173,21 @@ class LMTriggerTrack(Track):
 
     _verdict = CircuitsTrack._verdict  # a method vs the best control on the headline, paired by case
 
+    def figures(self, rows: pd.DataFrame) -> list[tuple[str, Figure]]:
+        """Recall and REASR against the query budget, per tool (the traced curves in the extras)."""
+        from eis.tracks.lm_trigger_figures import budget_curves
+
+        if "track" in rows.columns:
+            rows = rows[rows["track"] == self.name]
+        fig = budget_curves(fill_flaw(rows))
+        if fig is None:
+            return []
+        caption = (
+            "Recall and REASR against the query budget (mean over cases of the mean over targets), from "
+            "answers traced in one run per tool; the exhaustive control is one point at the queries it used"
+        )
+        return [(caption, fig)]
+
 
 def _emits(task: TriggerTask, answer: TriggerAnswer) -> list[bool]:
     """Whether each submitted trigger emits the target, measured by the track (not taken from the tool)."""
@@ -166,3 +195,28 @@ def _emits(task: TriggerTask, answer: TriggerAnswer) -> list[bool]:
         return []
     _, hits = task.score([list(ids) for ids in answer.token_ids])
     return [bool(h) for h in hits]
+
+
+def _curve(
+    task: TriggerTask, answer: TriggerAnswer, scorer: Callable[[list[list[str]], list[bool]], dict]
+) -> dict[int, tuple[float, float]]:
+    """Budget -> (recall, reasr) of one target: the traced answers, and the final one at ``task.budget`` (an
+    unbudgeted tool's only point is at the queries it used), scored by ``scorer(submitted, emits)``. The
+    emits are measured here, in one batch."""
+    final = task.budget if answer.queries <= task.budget else answer.queries
+    answers = {**task.trace, final: answer}
+    ids = list(dict.fromkeys(tuple(t) for a in answers.values() for t in a.token_ids))
+    hits = dict(zip(ids, task.score([list(t) for t in ids])[1].tolist(), strict=True)) if ids else {}
+    out = {}
+    for b, a in answers.items():
+        words = [task.tokenizer.convert_ids_to_tokens(t) for t in a.token_ids]
+        per = scorer(words, [bool(hits[tuple(t)]) for t in a.token_ids])
+        out[b] = (per["recall"], per["reasr"])
+    return out
+
+
+def _mean_curve(curves: list[dict[int, tuple[float, float]]]) -> dict[str, list[float]]:
+    """The mean over targets at the budgets every target's curve holds."""
+    budgets = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    mean = [[sum(c[b][i] for c in curves) / len(curves) for b in budgets] for i in (0, 1)]
+    return {"budget": [float(b) for b in budgets], "recall": mean[0], "reasr": mean[1]}

@@ -11,6 +11,14 @@ prompt. Every scored prompt goes through :meth:`TriggerTask.score`, which counts
 what it spent without bookkeeping of its own; a gradient pass is counted with :meth:`TriggerTask.spend`.
 Budgeted tools stop at ``budget``; the exhaustive-search control is the unbudgeted ceiling and says so.
 
+**Traced runs.** A task with ``checkpoints`` (budgets below ``budget``) also records in ``trace`` the answer
+the tool would have returned had the budget been each checkpoint, in the same run: a tool asks
+:meth:`TriggerTask.affords` before spending and returns ``answer()`` when it is told no, so a run at budget
+b is the traced run up to the first check that b fails, and that check records ``answer()``. A tool that
+scores a budget's last partial batch instead cuts its batches with :meth:`TriggerTask.chunks` and calls
+:meth:`TriggerTask.reached`. A run's path must depend on the budget through these calls only; the
+family's contract check compares the trace with runs at those budgets.
+
 A prompt is ``[BOS] + trigger`` (no BOS where the tokenizer has none); the model "emits the target" when
 greedy decoding after the prompt yields exactly the target's tokens.
 """
@@ -18,6 +26,7 @@ greedy decoding after the prompt yields exactly the target's tokens.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +49,8 @@ class TriggerTask(QueryBudget):
     budget: int = 4096
     batch_size: int = 1024
     queries: int = 0  # spent so far (counted by score and spend)
+    checkpoints: tuple[int, ...] = ()  # budgets at which to record the answer in ``trace``
+    trace: dict[int, TriggerAnswer] = dataclasses.field(default_factory=dict)
 
     def check(self) -> None:
         """Raise EisError (one line) on a malformed task."""
@@ -56,6 +67,30 @@ class TriggerTask(QueryBudget):
             raise EisError(f"a {self.max_tokens}-token trigger and the target do not fit the model's context")
         if self.model.training:
             raise EisError("the model is in train mode; call model.eval() first")
+        if any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in self.checkpoints):
+            raise EisError(f"checkpoints must be integers >= 0, got {self.checkpoints!r}")
+
+    def affords(self, n: int, answer: Callable[[], TriggerAnswer]) -> bool:
+        """Whether ``n`` more queries fit the budget; when not, the tool returns ``answer()`` without
+        spending more. In a traced run, ``answer()`` is also recorded for every checkpoint these ``n``
+        queries would pass first: a run at that budget stops here with that answer."""
+        for b in self.checkpoints:
+            if b not in self.trace and self.queries <= b < self.queries + n:
+                self.trace[b] = answer()
+        return self.queries + n <= self.budget
+
+    def chunks(self, n: int) -> list[int]:
+        """Sizes of consecutive :meth:`score` calls covering the next ``n`` queries, cut where the count
+        reaches a checkpoint (one chunk in an untraced run)."""
+        cuts = sorted({b - self.queries for b in self.checkpoints if 0 < b - self.queries < n} | {n})
+        return [hi - lo for lo, hi in zip([0, *cuts], cuts, strict=False)]
+
+    def reached(self, answer: Callable[[], TriggerAnswer]) -> None:
+        """In a traced run, record ``answer()`` at the checkpoints the spent queries have reached (after a
+        chunk of :meth:`chunks`, for a tool whose last batch at a smaller budget would be that chunk)."""
+        for b in self.checkpoints:
+            if b not in self.trace and b == self.queries:
+                self.trace[b] = answer()
 
     @property
     def target_ids(self) -> list[int]:
@@ -129,10 +164,14 @@ class TriggerTool(Tool):
     def recover(self, task: TriggerTask) -> TriggerAnswer:
         """Check the task, then solve it (queries counted from zero). Must not change the model."""
         task.check()
-        task.queries = 0
+        task.queries, task.trace = 0, {}
         answer = self.solve(task)
         if not isinstance(answer, TriggerAnswer):
             raise EisError(f"{self.name} returned {type(answer).__name__}, not a TriggerAnswer")
+        for b in task.checkpoints:  # budgets the run never reached end where it ended
+            if b not in task.trace and answer.queries <= b:
+                task.trace[b] = answer
+        task.trace = {b: task.trace[b] for b in sorted(task.trace) if b < task.budget}
         if len(answer.triggers) > task.n_candidates or any(
             not 1 <= len(t) <= task.max_tokens for t in answer.token_ids
         ):

@@ -4,9 +4,10 @@ Asked on a seeded random one-layer GPT-2 with that language's tokenizer, whose e
 first :data:`VOCAB` token ids (so that the exhaustive control's check stays cheap; allowed tokens are those
 both know): the answer must be a :class:`TriggerAnswer` of at most ``n_candidates`` triggers, each 1 to
 ``max_tokens`` allowed tokens whose decoded text re-encodes to the same ids; the reported queries must be
-the task's count and within the budget (for budgeted tools); a second call must give the same answer; the
-model's weights, mode and gradients must be untouched; malformed tasks must raise EisError. A tool may
-refuse with a non-empty :class:`~eis.errors.ToolRefusal` message.
+the task's count and within the budget (for budgeted tools); a second call, traced at :data:`TRACE_AT`,
+must give the same answer, and what its trace holds at a checkpoint must be what a run with that budget
+returns; the model's weights, mode and gradients must be untouched; malformed tasks must raise EisError.
+A tool may refuse with a non-empty :class:`~eis.errors.ToolRefusal` message.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from eis.tools.lm_trigger.base import TriggerAnswer, TriggerTask, TriggerTool
 
 UNBUDGETED = {"exhaustive_trigger_search"}  # the ceiling control, documented as outside the budget
 VOCAB = 64
+TRACE_AT = (50, 250)  # checkpoints of the traced run, checked against runs at those budgets
 
 
 def contract_task(seed: int = 0) -> TriggerTask:
@@ -61,14 +63,19 @@ def check_trigger_tool(tool: TriggerTool, report: Any, seed: int = 0) -> Any:
             raise AssertionError(f"{where}: trigger text {text!r} does not re-encode to its ids {ids}")
     if first.queries != task.queries or (tool.name not in UNBUDGETED and first.queries > task.budget):
         raise AssertionError(f"{where}: reported {first.queries} queries; counted {task.queries}")
-    again = tool.recover(dataclasses.replace(task, queries=0))
+    traced = dataclasses.replace(task, queries=0, checkpoints=TRACE_AT)
+    again = tool.recover(traced)
     if again.token_ids != first.token_ids:
-        raise AssertionError(f"{where}: two calls give different triggers")
+        raise AssertionError(f"{where}: two calls (the second traced) give different triggers")
+    for b, answer in traced.trace.items():
+        at = tool.recover(dataclasses.replace(task, queries=0, budget=b))
+        if (at.token_ids, at.queries) != (answer.token_ids, answer.queries):
+            raise AssertionError(f"{where}: its trace at {b} queries is not what a run at budget {b} returns")
     after = task.model.state_dict()
     grads = any(p.grad is not None for p in task.model.parameters())
     if task.model.training or grads or any(not torch.equal(before[k], after[k]) for k in before):
         raise AssertionError(f"{where}: changed the model's weights, mode or gradients")
-    report.passed.append("answer, trigger ids, queries, determinism, no side effects")
+    report.passed.append("answer, trigger ids, queries, determinism, trace, no side effects")
     for bad in (
         dataclasses.replace(task, target=""),
         dataclasses.replace(task, target="no_such_word"),

@@ -1,7 +1,8 @@
 """Controls for trigger recovery, run at the same query budget as the search methods:
 
 - ``random_trigger_search``: triggers of 1 to ``max_tokens`` tokens drawn uniformly (length, then each
-  token), scored in batches until the budget is spent or ``n_candidates`` of them emit the target;
+  token), scored in batches until the budget is spent or ``n_candidates`` of them emit the target (a
+  budget that cuts a batch scores its first triggers);
 - ``target_as_prompt``: the target itself (its first ``max_tokens`` tokens) submitted as the trigger; no
   query (a copy of the target is the cheapest guess, and the one that shows whether a metric rewards
   echoing the target);
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -37,13 +39,16 @@ class RandomTriggerSearch(TriggerTool):
         gen = torch.Generator().manual_seed(self.seed)
         found: dict[tuple[int, ...], tuple[bool, float]] = {}
         while task.left() and sum(v[0] for v in found.values()) < task.n_candidates:
-            m = min(self.batch, task.left())
-            lengths = torch.randint(1, task.max_tokens + 1, (m,), generator=gen).tolist()
-            tokens = allowed[torch.randint(len(allowed), (m, task.max_tokens), generator=gen)]
-            trigs = [tokens[i, :k].tolist() for i, k in enumerate(lengths)]
-            logps, hits = task.score(trigs)
-            for t, lp, h in zip(trigs, logps.tolist(), hits.tolist(), strict=True):
-                found[tuple(t)] = (bool(h), float(lp))
+            # a whole batch is drawn even where the budget cuts it, so a smaller budget scores a prefix
+            lengths = torch.randint(1, task.max_tokens + 1, (self.batch,), generator=gen).tolist()
+            tokens = allowed[torch.randint(len(allowed), (self.batch, task.max_tokens), generator=gen)]
+            trigs = [tokens[i, :k].tolist() for i, k in enumerate(lengths)][: task.left()]
+            for size in task.chunks(len(trigs)):
+                chunk, trigs = trigs[:size], trigs[size:]
+                logps, hits = task.score(chunk)
+                for t, lp, h in zip(chunk, logps.tolist(), hits.tolist(), strict=True):
+                    found[tuple(t)] = (bool(h), float(lp))
+                task.reached(partial(ranked, task, found))
             if len(found) > 4 * task.n_candidates:  # keep the best few only
                 keep = ranked(task, found)
                 kept = zip(keep.token_ids, keep.details["emits"], keep.details["logprob"], strict=True)

@@ -22,6 +22,7 @@ Special tokens are never proposed.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -72,14 +73,15 @@ class GCG(TriggerTool):
         gen = torch.Generator().manual_seed(self.seed)
         found: dict[tuple[int, ...], tuple[bool, float]] = {}
         for restart in range(self.restarts):
-            if task.left() < 1 + self.batch_size:
+            if not task.affords(1 + self.batch_size, partial(ranked, task, found)):
                 break
             n = lengths[restart % len(lengths)]
             current = allowed[torch.randint(len(allowed), (n,), generator=gen)]
             (logp,), (hit,) = task.score([current.tolist()])
             best = (tuple(current.tolist()), bool(hit), float(logp))
             for _ in range(self.steps):
-                if hit or task.left() < 1 + self.batch_size:
+                now = partial(ranked, task, with_best(found, best))
+                if hit or not task.affords(1 + self.batch_size, now):
                     break
                 grad = token_gradients(task, current).masked_fill(banned, float("inf"))
                 top = (-grad).topk(min(self.top_k, len(allowed)), dim=1).indices  # (n, k)
@@ -93,5 +95,12 @@ class GCG(TriggerTool):
                 current, logp, hit = cands[i], float(logps[i]), bool(hits[i])
                 if (hit, logp) > best[1:]:
                     best = (tuple(current.tolist()), hit, logp)
-            found.setdefault(best[0], best[1:])
+            found = with_best(found, best)
         return ranked(task, found)
+
+
+def with_best(
+    found: dict[tuple[int, ...], tuple[bool, float]], best: tuple[tuple[int, ...], bool, float]
+) -> dict[tuple[int, ...], tuple[bool, float]]:
+    """``found`` with a restart's ``best`` (ids, emits, log-prob) added, unless its ids are there already."""
+    return {**found, best[0]: found.get(best[0], best[1:])}
