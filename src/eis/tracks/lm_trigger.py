@@ -154,7 +154,10 @@ class LMTriggerTrack(Track):
             for k, v in per.items():
                 items.setdefault(k, []).append(float(v))
             answers.append({"target": pair["target"], "submitted": submitted, "emits": emits})
-            curves.append(_curve(task, answer, partial(score_answer, trigger=pair["trigger"])))
+            scorer = partial(score_answer, trigger=pair["trigger"])
+            if cond is not None:
+                scorer = partial(score_conditional, forms=cond["forms"])
+            curves.append(_curve(task, answer, scorer))
         scores = {k: sum(v) / len(v) for k, v in items.items()}
         extras = {"answers": jsonable(answers), "planted": truth.planted, "placement": truth.placement}
         extras["curve"] = _mean_curve(curves)
