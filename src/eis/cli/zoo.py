@@ -68,12 +68,12 @@ def build_with_progress(
 ) -> list[eis.zoo.Case]:
     """Build a suite with :func:`build_progress`; shared by `zoo build`, `bench` and `demo`."""
     import eis.zoo
-    from eis.zoo.features.spec import lm_models
+    from eis.zoo.features.spec import source_models
     from eis.zoo.implant import bases
 
     specs = eis.zoo.suite_cases(suite)
-    # built first: fine-tuning bases, and the LMs feature cases read (reported again, cached, later)
-    first = len(bases(specs)) + len(lm_models(specs))
+    # built first: fine-tuning bases, and the models feature cases read (reported again, cached, later)
+    first = len(bases(specs)) + len(source_models(specs))
     with build_progress(f"zoo {suite}", len(specs) + first) as on_progress:
         return eis.zoo.build_suite(
             suite,

@@ -1,8 +1,10 @@
-"""The ``feature_concepts`` track: is there a latent that detects each known concept in a language model?
+"""The ``feature_concepts`` track: is there a latent that detects each known concept in a trained model?
 
 Asked of the zoo's feature cases over a language model (source ``lm``): token activations at one hook point,
 labelled per token by the generator's latent variables (word category, topic, question) and by the planted
-triggers (:mod:`eis.zoo.features.language`). There is no true dictionary, so recovery metrics (MCC, MMCS)
+triggers (:mod:`eis.zoo.features.language`); and over an image model (source ``image``): penultimate-layer
+activations labelled per image by class, the stamped trigger and, for ``shapes``, the object's colour and
+position (:mod:`eis.zoo.features.image`). There is no true dictionary, so recovery metrics (MCC, MMCS)
 do not apply; this is AxBench's concept-detection setting (Wu et al. 2025). Supervised tools (the probe,
 difference-in-means) get the concepts' labels on the training rows: the ceiling. Unsupervised tools (SAEs,
 PCA, ICA, neurons) get none: the auditor's situation. Every tool encodes the training rows and the
@@ -11,8 +13,9 @@ then oriented) and scored on the held-out rows (:func:`~eis.tracks.metrics.featu
 
 - ``auroc`` (headline): mean over concepts of the chosen latent's held-out ROC-AUC;
 - ``f1``: its firing (oriented activation above 0) against the concept;
-- ``auroc_token`` / ``auroc_topic`` / ``auroc_question`` / ``auroc_trigger``: the mean over one group of
-  concepts (``auroc_trigger``: the planted triggers, the flaw an auditor looks for);
+- ``auroc_token`` / ``auroc_topic`` / ``auroc_question`` / ``auroc_trigger`` (lm) and ``auroc_class`` /
+  ``auroc_trigger`` / ``auroc_colour`` / ``auroc_position`` (image): the mean over one group of concepts
+  (``auroc_trigger``: the planted triggers, the flaw an auditor looks for);
 - ``l0`` and, for tools that reconstruct, ``explained_variance`` (held-out rows): reported, never ranked.
 
 Concepts with one class only in either split are left out. Confidence intervals resample cases, then
@@ -42,7 +45,8 @@ if TYPE_CHECKING:
     from eis.tools.base import Tool
     from eis.zoo.case import Case
 
-GROUPS = ("token", "topic", "question", "trigger")
+GROUPS = ("token", "topic", "question", "trigger", "class", "colour", "position")
+SOURCES = ("lm", "image")  # feature case sources with labelled concepts
 
 
 def concept_scores(
@@ -73,17 +77,17 @@ def concept_scores(
 
 @register_track
 class FeatureConceptsTrack(Track):
-    """Per-concept detection by a single latent, on feature cases read from a language model."""
+    """Per-concept detection by a single latent, on feature cases read from a language or image model."""
 
     name: ClassVar[str] = "feature_concepts"
     version: ClassVar[str] = "1"
     family: ClassVar[str] = "features"
     headline: ClassVar[str] = "auroc"
-    summary: ClassVar[str] = "held-out ROC-AUC / F1 of the latent chosen on training rows for each LM concept"
+    summary: ClassVar[str] = "held-out ROC-AUC / F1 of the latent chosen on training rows for each concept"
     n_resamples: int = 1000
 
     def applies_to(self, case: Case) -> bool:
-        return kind_of(case) == "features" and case.meta.get("source") == "lm"
+        return kind_of(case) == "features" and case.meta.get("source") in SOURCES
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         if not isinstance(tool, FeatureTool):
@@ -104,7 +108,7 @@ class FeatureConceptsTrack(Track):
         if found.reconstruction is not None:
             scores["explained_variance"] = fm.explained_variance(held_out, found.reconstruction[len(train) :])
         scores = {k: v for k, v in scores.items() if math.isfinite(v)}
-        flaw = f"lm/{truth.model_flaw}"
+        flaw = f"{case.meta['source']}/{truth.model_flaw}"
         info = {**extras, "n_latents": int(found.directions.shape[0]), "supervised": tool.supervised}
         return CellResult(scores=scores, flaw=flaw, items=items, extras=info)
 

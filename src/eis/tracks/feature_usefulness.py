@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from eis.errors import EisError
 from eis.stats import CI
@@ -40,6 +39,7 @@ from eis.tracks.base import CellResult, Track, register_track, standalone
 from eis.tracks.features import FeaturesTrack
 from eis.tracks.metrics import features as fm
 from eis.tracks.sanity import long_table
+from eis.zoo.features.image import penultimate
 from eis.zoo.kinds import kind_of
 
 if TYPE_CHECKING:
@@ -49,23 +49,6 @@ if TYPE_CHECKING:
 STAMPED_KINDS = ("patch", "blend", "style", "natural", "warp", "spurious")
 TRAIN_RATE = 0.2
 WIDTH_FACTOR = 2
-
-
-def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """(N, width) inputs of the model's last linear layer, batched, without gradients."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise EisError(f"{type(model).__name__} has no linear layer to read activations before")
-    seen: list[torch.Tensor] = []
-    handle = last[-1].register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach().flatten(1)))
-    dev = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                model(x[i : i + batch_size].to(dev))
-    finally:
-        handle.remove()
-    return torch.cat(seen).float().cpu()
 
 
 def trigger_activations(

@@ -100,8 +100,8 @@ class FeaturesTrack(Track):
     summary: ClassVar[str] = "matched MCC / MMCS vs the known dictionary; detection ROC-AUC / F1; EV and L0"
     n_resamples: int = 1000
 
-    def applies_to(self, case: Case) -> bool:  # an lm source has no dictionary: feature_concepts scores it
-        return kind_of(case) == "features" and case.meta.get("source") != "lm"
+    def applies_to(self, case: Case) -> bool:  # lm / image sources have no dictionary: feature_concepts
+        return kind_of(case) == "features" and case.meta.get("source") not in ("lm", "image")
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         if not isinstance(tool, FeatureTool):

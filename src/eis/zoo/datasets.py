@@ -175,12 +175,16 @@ def digits() -> ImageData:
     return ImageData(x[tr], y[tr], x[te], y[te], names, **DIGITS_INFO.training())
 
 
+SHAPES_SPLITS = {"train": (8000, 1), "test": (1000, 2)}  # (images, seed) of each split of `shapes`
+
+
 @DATASETS.register("shapes", info=SHAPES_INFO)
 def shapes() -> ImageData:
     """Procedural 32x32 RGB shapes on varied backgrounds; fixed seeds make the split reproducible."""
     size = SHAPES_INFO.input_shape[-1]
-    train_x, train_y = render_shapes(8000, size, seed=1)
-    test_x, test_y = render_shapes(1000, size, seed=2)
+    (n_train, train_seed), (n_test, test_seed) = SHAPES_SPLITS["train"], SHAPES_SPLITS["test"]
+    train_x, train_y = render_shapes(n_train, size, seed=train_seed)
+    test_x, test_y = render_shapes(n_test, size, seed=test_seed)
     return ImageData(train_x, train_y, test_x, test_y, tuple(SHAPE_NAMES), **SHAPES_INFO.training())
 
 

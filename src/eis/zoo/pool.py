@@ -32,7 +32,7 @@ from eis.workers import (
 from eis.zoo import artifact, implant
 from eis.zoo.build import BarError, BarMiss, build_case, cached, open_case
 from eis.zoo.case import Case
-from eis.zoo.features.spec import lm_models
+from eis.zoo.features.spec import source_models
 from eis.zoo.kinds import Spec, spec_kind
 from eis.zoo.spec import resolve_device
 
@@ -68,14 +68,14 @@ def build_specs(
             )  # fmt: skip
         except BarError as exc:
             raise EisError(f"a base model for fine-tuned cases missed its bars: {exc}") from None
-    if models := lm_models(specs):  # feature cases over language models read them cached: build those first
-        try:
+    if models := source_models(specs):  # feature cases over models read them cached: build those first,
+        try:  # on the CPU: a feature case names its image model's CPU-trained id
             build_specs(
-                models, workers=workers, on_progress=on_progress, device=device, backend=backend,
+                models, workers=workers, on_progress=on_progress, device="cpu", backend=backend,
                 address=address,
             )  # fmt: skip
         except BarError as exc:
-            raise EisError(f"a language model read by feature cases missed its bars: {exc}") from None
+            raise EisError(f"a model read by feature cases missed its bars: {exc}") from None
     if check_backend(backend) == "ray":
         with ray_session(address, workers or None) as ray:
             gpus = ray.cluster_resources().get("GPU", 0) > 0

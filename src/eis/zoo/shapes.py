@@ -123,8 +123,10 @@ def contrasting_colours(bg_mean: torch.Tensor, gen: torch.Generator, min_dist: f
     return cand[torch.arange(len(bg_mean)), first_ok]
 
 
-def render_shapes(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `shapes` data: ``n`` RGB images (N, 3, size, size) in [0, 1] and their class labels."""
+def draw_shapes(n: int, size: int, seed: int) -> dict[str, torch.Tensor]:
+    """The random draws behind ``render_shapes(n, size, seed)``: ``labels`` (N,), ``radii`` (N,) and
+    ``centers`` (N, 2, as (row, col)) in pixels, ``angles`` (N,), ``background`` (N, 3, size, size) and the
+    object's ``colour`` (N, 3)."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, len(SHAPE_NAMES), (n,), generator=gen)
     radii = (torch.rand(n, generator=gen) * 0.14 + 0.30) * size
@@ -132,6 +134,13 @@ def render_shapes(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     angles = torch.rand(n, generator=gen) * 2 * math.pi
     bg = backgrounds(n, size, gen)
     colour = contrasting_colours(bg.mean((2, 3)), gen)
-    alpha = render_alpha(labels, centers, radii, angles, size)[:, None]
-    images = bg * (1 - alpha) + colour[:, :, None, None] * alpha
-    return images.clamp(0, 1), labels
+    return {"labels": labels, "radii": radii, "centers": centers, "angles": angles, "background": bg,
+            "colour": colour}  # fmt: skip
+
+
+def render_shapes(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `shapes` data: ``n`` RGB images (N, 3, size, size) in [0, 1] and their class labels."""
+    d = draw_shapes(n, size, seed)
+    alpha = render_alpha(d["labels"], d["centers"], d["radii"], d["angles"], size)[:, None]
+    images = d["background"] * (1 - alpha) + d["colour"][:, :, None, None] * alpha
+    return images.clamp(0, 1), d["labels"]

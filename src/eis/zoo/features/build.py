@@ -1,5 +1,5 @@
-"""Building feature cases: sample (and for toy cases train) or read a language model, check the bar, write
-the artifact."""
+"""Building feature cases: sample (and for toy cases train) or read a language or image model, check the
+bar, write the artifact."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def build_features_case(
             pass
     if spec.source == "lm":
         return _build_lm(spec, force, progress)
+    if spec.source == "image":
+        return _build_image(spec, force, progress)
     source, sealed, measured = generate(spec)
     if measured["represented_fraction"] < MIN_REPRESENTED:
         raise BarError([BarMiss(spec.name, "represented_fraction", measured["represented_fraction"], 0.5)])
@@ -116,6 +118,67 @@ def _build_lm(
         "hierarchy": {},
         "concepts": concepts,
         "model_flaw": lm_truth.flaw,
+    }
+    sealed = {
+        "features_train": rows["labels_train"].to(torch.uint8),
+        "features_eval": labels_eval.to(torch.uint8),
+        "represented": torch.ones(len(concepts), dtype=torch.uint8),
+    }
+    source = FeatureSource(rows["train_activations"], rows["eval_activations"])
+    root = artifact.write_artifact(spec.case_id, source, visible, truth, sealed, replace=force)
+    if progress:
+        progress(1.0)
+    return FeatureCase(root), True
+
+
+def _build_image(
+    spec: FeatureSpec, force: bool, progress: Callable[[float], None] | None
+) -> tuple[FeatureCase, bool]:
+    """An image-source case: its image model built (or read from the cache), its penultimate-layer rows read
+    and labelled (:mod:`eis.zoo.features.image`). Concept names, labels and which rows carry the trigger
+    are sealed; the model and layer are not."""
+    from eis.zoo.build import build_case
+    from eis.zoo.features import image
+
+    image_case, _ = build_case(spec.image)
+    flaw = image_case.truth().flaw
+    rows = image.image_rows(
+        image_case, n_train=spec.n_train, n_eval=spec.n_eval, rate=spec.trigger_rate, seed=spec.seed
+    )
+    d = int(rows["train_activations"].shape[1])
+    concepts = image.concept_names(image_case.num_classes, image.stamps(flaw), image_case.dataset)
+    n_train, n_eval = len(rows["labels_train"]), len(rows["labels_eval"])
+    labels_eval = rows["labels_eval"]
+    measured = {
+        "positive_rate_min": float(labels_eval.float().mean(0).min()),
+        "trigger_rows": len(rows["stamped_eval"]) / n_eval,
+    }
+    visible = {
+        "id": spec.case_id,
+        "name": spec.name,
+        "kind": "features",
+        "source": "image",
+        "arch": image_case.arch,
+        "dataset": image_case.dataset,
+        "model": image_case.id,
+        "layer": "penultimate",
+        "d": d,
+        "width": spec.width or 2 * d,
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "num_classes": 0,
+        "input_shape": [d],
+        "population": None,
+        "role": None,
+        "seed": spec.seed,
+        "versions": {"eis": eis.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    truth = {
+        "spec": spec.content(),
+        "measured": measured,
+        "hierarchy": {},
+        "concepts": concepts,
+        "model_flaw": flaw.kind,
     }
     sealed = {
         "features_train": rows["labels_train"].to(torch.uint8),

@@ -26,9 +26,9 @@ class FeatureTruth:
     feature activations (0 = silent); ``represented`` (n,) bool: the features the activations carry (all,
     for synthetic cases; a toy model may drop some); ``hierarchy``: parent -> child features.
 
-    For an ``lm`` source the columns of ``features`` are labelled concepts (1 = present), named by
-    ``concepts`` (see :mod:`eis.zoo.features.language`), there is no dictionary (``None``), and
-    ``model_flaw`` is the language model's flaw.
+    For an ``lm`` or ``image`` source the columns of ``features`` are labelled concepts (1 = present),
+    named by ``concepts`` (see :mod:`eis.zoo.features.language` and :mod:`eis.zoo.features.image`), there
+    is no dictionary (``None``), and ``model_flaw`` is the model's flaw.
     """
 
     dictionary: torch.Tensor | None
@@ -38,7 +38,7 @@ class FeatureTruth:
     spec: dict[str, Any]
     measured: dict[str, float]
     concepts: tuple[str, ...] = ()
-    model_flaw: str | None = None  # lm source: the language model's flaw (``lm_backdoor`` or ``clean``)
+    model_flaw: str | None = None  # lm / image source: the model's flaw (``lm_backdoor``, ``patch``, ...)
 
     @property
     def kind(self) -> str:
@@ -50,10 +50,10 @@ class FeatureTruth:
 
 
 class FeatureCase(Case):
-    """Activations of known sparse features (or of a language model, labelled by known latents).
+    """Activations of known sparse features (or of a language or image model, labelled by known latents).
     ``activations()`` and ``meta`` (source, ``d``, ``width``: the dictionary size tools are asked for, the
     number of true features where there is a dictionary; for an ``lm`` source also its ``model`` and
-    ``hook``) may be seen; ``truth()`` is sealed."""
+    ``hook``, for an ``image`` source its ``model`` and ``layer``) may be seen; ``truth()`` is sealed."""
 
     @property
     def source(self) -> str:

@@ -1,9 +1,10 @@
 """Feature case specifications (a suite's ``[[features]]`` table), validated, and their content hashes.
 
 Sources ``synthetic`` and ``toy`` sample activations from a known dictionary. Source ``lm`` reads them from
-a zoo language model instead (:mod:`eis.zoo.features.language`): one source of activations among others,
-scored by the same tools, so it extends this spec rather than adding a case kind; it has no dictionary, so
-its own fields (:data:`LM_SOURCE_FIELDS`) replace the sampling ones.
+a zoo language model instead (:mod:`eis.zoo.features.language`), source ``image`` from a zoo image model
+(:mod:`eis.zoo.features.image`): sources of activations among others, scored by the same tools, so they
+extend this spec rather than adding a case kind; they have no dictionary, so their own fields
+(:data:`LM_SOURCE_FIELDS`, :data:`IMAGE_SOURCE_FIELDS`) replace the sampling ones.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any
 from eis.errors import EisError
 
 FEATURES_VERSION = "1"  # bump when generation or the toy model's training changes, so that caches rebuild
-SOURCES = ("synthetic", "toy", "lm")
+SOURCES = ("synthetic", "toy", "lm", "image")
 FEATURE_FIELDS = {
     "name", "source", "seed", "n_features", "d", "p_active", "correlation", "parents", "children",
     "p_child", "magnitude_spread", "noise", "importance_decay", "n_train", "n_eval", "steps", "zipf",
 }  # fmt: skip
 LM_SOURCE_FIELDS = {"name", "source", "seed", "model", "hook", "width", "n_train", "n_eval", "trigger_rate"}
-TRIGGER_RATE = 0.2  # share of an lm source's documents that carry a planted (or probe) trigger
+IMAGE_SOURCE_FIELDS = LM_SOURCE_FIELDS - {"hook"}
+MODEL_SOURCES = {"lm": "an [[lm]]", "image": "a [[case]]"}  # sources that read a model: the table naming it
+TRIGGER_RATE = 0.2  # share of an lm source's documents (an image source's rows) that carry a planted trigger
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,11 @@ class FeatureSpec:
       names an ``[[lm]]`` case of the same suite (resolved into ``lm`` when the suite loads); ``width``
       (default 4 x the hook's width, set when built) is the dictionary size tools are asked for. ``seed``
       draws which documents carry a trigger and where.
+    - ``image``: penultimate-layer activations of a zoo image model (``model`` names a ``[[case]]`` of the
+      same suite, resolved into ``image``) on at most ``n_train`` training and ``n_eval`` held-out images of
+      its dataset, labelled per image by class, the planted trigger (stamped into ``trigger_rate`` of the
+      rows) and, for ``shapes``, the object's colour and position (:mod:`eis.zoo.features.image`);
+      ``width`` defaults to 2 x the layer's width; ``seed`` draws which rows carry the trigger.
     """
 
     name: str
@@ -73,6 +81,7 @@ class FeatureSpec:
     width: int | None = None  # lm source: latents asked for (default: 4 x the hook's width)
     trigger_rate: float = TRIGGER_RATE  # lm source: share of documents that carry a trigger
     lm: Any = None  # lm source: the LMSpec that ``model`` names (set by ``with_suite`` or given directly)
+    image: Any = None  # image source: the CaseSpec that ``model`` names (likewise)
     population: str | None = None  # feature cases are never population members
     role: str | None = None
 
@@ -84,8 +93,8 @@ class FeatureSpec:
         where = f"features case {self.name!r}"
         if self.source not in SOURCES:
             raise EisError(f"{where}: unknown source {self.source!r}; valid: {', '.join(SOURCES)}")
-        if self.source == "lm":
-            return self._validated_lm(where)
+        if self.source in MODEL_SOURCES:
+            return self._validated_model(where)
         ints = (
             ("seed", 0, 2**31), ("n_features", 2, 4096), ("d", 2, 1024), ("parents", 0, 1024),
             ("children", 1, 64), ("n_train", 64, 1_000_000), ("n_eval", 32, 1_000_000), ("steps", 1, 100_000),
@@ -119,13 +128,13 @@ class FeatureSpec:
             )
         return self
 
-    def _validated_lm(self, where: str) -> FeatureSpec:
-        from eis.zoo.language.spec import LMSpec
-
-        if not isinstance(self.lm, LMSpec):
+    def _validated_model(self, where: str) -> FeatureSpec:
+        """An lm or image source: its own fields checked, and its model's spec validated."""
+        model = self.lm if self.source == "lm" else self.image
+        if not isinstance(model, _model_spec_class(self.source)):
             raise EisError(
-                f"{where}: source 'lm' needs the LMSpec it reads (model = an [[lm]] case of the suite), got "
-                f"{self.model!r}"
+                f"{where}: source {self.source!r} needs the spec of the model it reads (model = "
+                f"{MODEL_SOURCES[self.source]} case of the suite), got {self.model!r}"
             )
         ints = (("seed", 0, 2**31), ("n_train", 64, 1_000_000), ("n_eval", 32, 1_000_000))
         for key, low, high in (*ints, ("width", 1, 65536)):
@@ -137,6 +146,11 @@ class FeatureSpec:
         r = self.trigger_rate
         if isinstance(r, bool) or not isinstance(r, int | float) or not 0 <= r < 1:
             raise EisError(f"{where}: trigger_rate must be a number in [0, 1), got {r!r}")
+        if self.source == "image":
+            if self.hook is not None:
+                raise EisError(f"{where}: an image source reads the penultimate layer and takes no hook")
+            image = self.image.validated()
+            return dataclasses.replace(self, model=image.name, image=image)
         if self.hook is not None and (not isinstance(self.hook, str) or not self.hook):
             raise EisError(f"{where}: hook must be a hook point name like 'blocks.0.hook_resid_post'")
         self.lm.validated()
@@ -148,18 +162,19 @@ class FeatureSpec:
         return self.hook or f"blocks.{self.lm.layers - 1}.hook_resid_post"
 
     def with_suite(self, specs: list[Any], where: str) -> FeatureSpec:
-        """This spec with ``lm`` set to the ``[[lm]]`` case its ``model`` names among a suite's ``specs``."""
-        if self.source != "lm" or self.lm is not None:
+        """This spec with ``lm`` (``image``) set to the ``[[lm]]`` (``[[case]]``) case its ``model`` names
+        among a suite's ``specs``."""
+        if self.source not in MODEL_SOURCES or self.lm is not None or self.image is not None:
             return self
-        from eis.zoo.language.spec import LMSpec
-
-        models = {s.name: s for s in specs if isinstance(s, LMSpec)}
+        cls = _model_spec_class(self.source)
+        models = {s.name: s for s in specs if isinstance(s, cls)}
         if self.model not in models:
+            valid = ", ".join(sorted(models)) or "none"
             raise EisError(
-                f"{where}: features case {self.name!r} names model {self.model!r}, which is not an [[lm]] "
-                f"case of the suite; valid: {', '.join(sorted(models)) or 'none'}"
+                f"{where}: features case {self.name!r} names model {self.model!r}, which is not "
+                f"{MODEL_SOURCES[self.source]} case of the suite; valid: {valid}"
             )
-        return dataclasses.replace(self, lm=models[self.model]).validated()
+        return dataclasses.replace(self, **{self.source: models[self.model]}).validated()
 
     def content(self) -> dict[str, Any]:
         if self.source == "lm":
@@ -170,6 +185,14 @@ class FeatureSpec:
                 **{k: getattr(self, k) for k in own},
                 "hook": self.hook_name,
                 "lm": self.lm.case_id,
+            }
+        if self.source == "image":
+            own = sorted(IMAGE_SOURCE_FIELDS - {"model"})
+            return {
+                "features_version": FEATURES_VERSION,
+                "kind": "features",
+                **{k: getattr(self, k) for k in own},
+                "image": self.image.case_id,
             }
         own = sorted(FEATURE_FIELDS - {"importance_decay", "steps", "zipf"}) + (
             ["importance_decay", "steps"] if self.source == "toy" else []
@@ -188,33 +211,47 @@ class FeatureSpec:
 
 
 def features_spec(entry: dict[str, Any], where: str) -> FeatureSpec:
-    """A validated spec from a suite's ``[[features]]`` table (an ``lm`` source's model is resolved later,
-    by :meth:`FeatureSpec.with_suite`, once the suite's ``[[lm]]`` cases are read)."""
-    lm = entry.get("source") == "lm"
-    fields = LM_SOURCE_FIELDS if lm else FEATURE_FIELDS
+    """A validated spec from a suite's ``[[features]]`` table (an ``lm`` or ``image`` source's model is
+    resolved later, by :meth:`FeatureSpec.with_suite`, once the suite's other cases are read)."""
+    source = entry.get("source")
+    fields = {"lm": LM_SOURCE_FIELDS, "image": IMAGE_SOURCE_FIELDS}.get(source, FEATURE_FIELDS)
     bad = sorted(set(entry) - fields)
     if bad:
-        what = "an lm-source features case" if lm else "features case"
+        what = f"an {source}-source features case" if source in MODEL_SOURCES else "features case"
         raise EisError(
             f"{where}: {what} {entry.get('name', '?')!r} has unknown field {bad[0]!r}; "
             f"valid: {', '.join(sorted(fields))}"
         )
     if "name" not in entry:
         raise EisError(f"{where}: a features case is missing the field 'name'")
-    if lm:
+    if source in MODEL_SOURCES:
         if not isinstance(entry.get("model"), str):
             raise EisError(
-                f"{where}: features case {entry['name']!r} with source 'lm' needs model = the name of an "
-                "[[lm]] case of the suite"
+                f"{where}: features case {entry['name']!r} with source {source!r} needs model = the name of "
+                f"{MODEL_SOURCES[source]} case of the suite"
             )
         return FeatureSpec(**entry)
     return FeatureSpec(**entry).validated()
 
 
-def lm_models(specs: Sequence[Any]) -> list[Any]:
-    """The distinct language models (LMSpecs) that the lm-source feature cases among ``specs`` read."""
+def source_models(specs: Sequence[Any]) -> list[Any]:
+    """The distinct models (LMSpecs, image CaseSpecs) that the lm- and image-source feature cases among
+    ``specs`` read."""
     out: dict[str, Any] = {}
     for spec in specs:
-        if isinstance(spec, FeatureSpec) and spec.lm is not None:
-            out.setdefault(spec.lm.case_id, spec.lm)
+        if isinstance(spec, FeatureSpec):
+            for model in (spec.lm, spec.image):
+                if model is not None:
+                    out.setdefault(model.case_id, model)
     return list(out.values())
+
+
+def _model_spec_class(source: str) -> type:
+    """The spec class of the model an ``lm`` or ``image`` source reads."""
+    if source == "lm":
+        from eis.zoo.language.spec import LMSpec
+
+        return LMSpec
+    from eis.zoo.spec import CaseSpec
+
+    return CaseSpec
