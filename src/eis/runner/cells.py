@@ -30,6 +30,8 @@ DEFAULT_TRACKS += ["lm_trigger"]  # trigger recovery: smoke holds a backdoored L
 DEFAULT_TRACKS += ["lm_detect"]  # LM backdoor detection: smoke holds a small LM detection population
 DEFAULT_TRACKS += ["lm_elicit"]  # elicitation: smoke holds a password-locked LM
 DEFAULT_TRACKS += ["feature_steering", "feature_concepts", "feature_ablation"]  # about 30 s on smoke
+DEFAULT_TRACKS += ["feature_lm_steering"]  # about 90 s of cell time on smoke
+DEFAULT_TRACKS += ["feature_usefulness"]  # 66 cells, about 10 min of cell time on smoke (ICA 30 s a cell)
 
 
 @dataclasses.dataclass(frozen=True)
