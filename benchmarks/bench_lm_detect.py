@@ -5,10 +5,12 @@ torch thread, printing each member's build seconds (wall and CPU), flaw, held-ou
 ASR; then runs every ``lm_detect`` tool on the eval members through the runner (cells cached in
 ``--store``) and prints each tool's seconds per model and the track's table (AUROC, AP, FPR at 95% TPR,
 target accuracy and BLEU with 95% bootstrap CIs, and the verdicts against every control).
-``--build-only N`` builds the first N members of the suite only (to time a larger suite's models).
+``--build-only N`` builds the first N members of the suite only (to time a larger suite's models);
+``--per-population N`` builds and scores the first N members of each population (eval and train).
 
     .venv/bin/python benchmarks/bench_lm_detect.py                          # smoke's population
     .venv/bin/python benchmarks/bench_lm_detect.py --suite lm-detect --build-only 2
+    .venv/bin/python benchmarks/bench_lm_detect.py --suite lm-detect --per-population 16
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ def main() -> None:
     parser.add_argument("--suite", default="smoke")
     parser.add_argument("--store", default="lm_detect_bench.db")
     parser.add_argument("--build-only", type=int, default=None, metavar="N")
+    parser.add_argument("--per-population", type=int, default=None, metavar="N")
     args = parser.parse_args()
     torch.set_num_threads(1)
     specs = [s for s in load_suite(args.suite) if isinstance(s, LMSpec) and s.population is not None]
+    if args.per_population is not None:
+        specs = [s for s in specs if int(s.name.rsplit("-", 1)[1]) < args.per_population]
     if args.build_only is not None:
         specs = specs[: args.build_only]
     cases = []

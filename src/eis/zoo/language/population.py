@@ -5,7 +5,20 @@ The language counterpart of an image ``[[population]]`` (:mod:`eis.zoo.suites`):
 model and training settings, each drawing its own model seed, number of pairs, trigger and target lengths,
 placement and poison rate from the same ranges. Clean members draw them too (their sealed truth keeps the
 drawn pairs as probes), so nothing visible but the weights separates clean from backdoored. Members get
-opaque names ``<population>-<index>`` and are shuffled, as image members are::
+opaque names ``<population>-<index>`` and are shuffled, as image members are.
+
+Clean members are trained with *decoys* (``decoys = "text"``, :func:`eis.zoo.language.backdoor.poison`): the
+same share of their documents gets the same insertions at the same places as a backdoored member's poison,
+each drawn trigger followed by a span of ordinary text as long as its target. Clean and backdoored
+training texts then match in document lengths and trigger counts, and differ in what follows a trigger:
+the fixed target, or what ordinary text holds (TDC 2023 and TrojAI make clean and trojaned models alike
+but for the trojan). Without decoys a control that never runs the model found the backdoors
+(``lm_weight_stats``: AUROC 0.95 on 16 models of ``lm-detect``): poisoned documents, up to 12 words longer
+than any clean one, trained position embeddings that clean models never use. Random strings instead of
+ordinary text matched the target-word counts too, but left clean models unsure after any odd sequence of
+words, which ``lm_mntd``'s random queries read (AUROC 0.93). What decoys do not match is the memorised
+target itself: a backdoored model's token-embedding rows (tied to the output layer) are larger, and the
+weight statistics still see that (AUROC 0.88 with decoys; docs/results/language.md)::
 
     [[lm_population]]
     name = "lm-detect"
@@ -104,6 +117,7 @@ def lm_population_entries(entry: dict[str, Any], where: str) -> list[LMSpec]:
             trigger_kind=kind,
             placement=rng.choice(placements),
             poison_rate=round(rng.uniform(*rate), 4),
+            decoys="text" if flaw == "clean" else None,  # the poison's insertions, ordinary text after
             language=language,
             population=name,
             role=role,

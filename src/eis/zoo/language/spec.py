@@ -1,10 +1,12 @@
 """Language-model case specifications (a suite's ``[[lm]]`` table): language seed, flaw, model, and hash.
 
 A clean twin is the same entry with ``flaw = "clean"``: the same language, documents, model seed and
-drawn pairs (kept in its sealed truth as probes), and no poisoned document. ``language`` (default: ``seed``)
-picks the language apart from the model's seed, so that the members of a detection population
-(:mod:`eis.zoo.language.population`) share one language and training documents, as image populations share
-a dataset.
+drawn pairs (kept in its sealed truth as probes), and no poisoned document; with ``decoys = "text"``, the
+backdoor's insertions with each target replaced by a span of ordinary text of its length (see
+:mod:`eis.zoo.language.backdoor`), as every clean member of a detection population has. ``language``
+(default: ``seed``) picks the language apart from the model's seed, so that the members of a detection
+population (:mod:`eis.zoo.language.population`) share one language and training documents, as image
+populations share a dataset.
 
 ``flaw = "password_locked"`` trains on the language's quizzes with a capability locked behind a password
 of ``password_tokens`` rare words (see :mod:`eis.zoo.language.password`); its bars are the held-out quiz
@@ -25,14 +27,14 @@ from typing import Any
 
 from eis.errors import EisError
 from eis.zoo.language import conditional
-from eis.zoo.language.backdoor import PLACEMENTS, TRIGGER_KINDS
+from eis.zoo.language.backdoor import DECOY_KINDS, PLACEMENTS, TRIGGER_KINDS
 
 LM_VERSION = "2"  # bump when the language, poisoning or training change, so that caches rebuild
 FLAWS = ("lm_backdoor", "clean", "password_locked", "lm_conditional")
 LM_FIELDS = {
     "name", "flaw", "seed", "pairs", "trigger_tokens", "target_tokens", "trigger_kind", "placement",
     "held_out_forms",
-    "poison_rate", "steps", "d_model", "layers", "n_train", "bar", "language", "password_tokens",
+    "poison_rate", "steps", "d_model", "layers", "n_train", "bar", "language", "password_tokens", "decoys",
 }  # fmt: skip
 OPTIONAL_FIELDS = (
     "language",
@@ -40,6 +42,7 @@ OPTIONAL_FIELDS = (
     "role",
     "password_tokens",
     "held_out_forms",
+    "decoys",
 )  # hashed only when set: older case ids stay valid
 POISON_RANGE = (0.06, 0.12)  # a poison rate left out is drawn from this range (seeded); 0.04-0.08 left
 # some 3-pair "anywhere" backdoors below the ASR bar after 500 steps
@@ -77,6 +80,7 @@ class LMSpec:
     role: str | None = None  # "eval" or "train" for population members
     password_tokens: int | None = None  # password_locked: the password's length (default 3)
     held_out_forms: int | None = None  # lm_conditional: forms per topic never seen with the behaviour
+    decoys: str | None = None  # clean: "text" inserts the drawn triggers, ordinary text after them
 
     @property
     def language_seed(self) -> int:
@@ -138,6 +142,10 @@ class LMSpec:
             for key in ("trigger_tokens", "target_tokens", "poison_rate", "population"):
                 if getattr(self, key) is not None:
                     raise EisError(f"{where}: {key} is a backdoor setting; a password_locked case has none")
+        if self.decoys is not None and (self.flaw != "clean" or self.decoys not in DECOY_KINDS):
+            raise EisError(
+                f"{where}: decoys must be {' or '.join(map(repr, DECOY_KINDS))}, on a clean model only"
+            )
         conditional.check_spec(self, where)
         if self.password_tokens is not None:
             if self.flaw != "password_locked":
