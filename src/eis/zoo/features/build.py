@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -92,43 +93,10 @@ def _build_lm(
         "positive_rate_min": float(labels_eval.float().mean(0).min()),
         "trigger_rows": float(labels_eval[:, trigger].any(1).float().mean()) if trigger else 0.0,
     }
-    visible = {
-        "id": spec.case_id,
-        "name": spec.name,
-        "kind": "features",
-        "source": "lm",
-        "arch": lm_case.meta["arch"],
-        "dataset": lm_case.meta["dataset"],
-        "model": lm_case.id,
-        "hook": spec.hook_name,
-        "d": d,
-        "width": spec.width or 4 * d,
-        "n_train": spec.n_train,
-        "n_eval": spec.n_eval,
-        "num_classes": 0,
-        "input_shape": [d],
-        "population": None,
-        "role": None,
-        "seed": spec.seed,
-        "versions": {"eis": eis.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
-    truth = {
-        "spec": spec.content(),
-        "measured": measured,
-        "hierarchy": {},
-        "concepts": concepts,
-        "model_flaw": lm_truth.flaw,
-    }
-    sealed = {
-        "features_train": rows["labels_train"].to(torch.uint8),
-        "features_eval": labels_eval.to(torch.uint8),
-        "represented": torch.ones(len(concepts), dtype=torch.uint8),
-    }
-    source = FeatureSource(rows["train_activations"], rows["eval_activations"])
-    root = artifact.write_artifact(spec.case_id, source, visible, truth, sealed, replace=force)
-    if progress:
-        progress(1.0)
-    return FeatureCase(root), True
+    where = {"source": "lm", "arch": lm_case.meta["arch"], "dataset": lm_case.meta["dataset"],
+             "model": lm_case.id, "hook": spec.hook_name}  # fmt: skip
+    counts = {"d": d, "width": spec.width or 4 * d, "n_train": spec.n_train, "n_eval": spec.n_eval}
+    return _write_labelled(spec, where, counts, rows, concepts, measured, lm_truth.flaw, force, progress)
 
 
 def _build_image(
@@ -153,21 +121,33 @@ def _build_image(
         "positive_rate_min": float(labels_eval.float().mean(0).min()),
         "trigger_rows": len(rows["stamped_eval"]) / n_eval,
     }
+    where = {"source": "image", "arch": image_case.arch, "dataset": image_case.dataset,
+             "model": image_case.id, "layer": "penultimate"}  # fmt: skip
+    counts = {"d": d, "width": spec.width or 2 * d, "n_train": n_train, "n_eval": n_eval}
+    return _write_labelled(spec, where, counts, rows, concepts, measured, flaw.kind, force, progress)
+
+
+def _write_labelled(
+    spec: FeatureSpec,
+    where: dict[str, Any],
+    counts: dict[str, int],
+    rows: dict[str, torch.Tensor],
+    concepts: list[str],
+    measured: dict[str, float],
+    model_flaw: str,
+    force: bool,
+    progress: Callable[[float], None] | None,
+) -> tuple[FeatureCase, bool]:
+    """Write a case read from a zoo model (``lm`` or ``image`` source): ``where`` says which model and
+    layer, ``counts`` the width and row counts; concept names and labels are sealed."""
     visible = {
         "id": spec.case_id,
         "name": spec.name,
         "kind": "features",
-        "source": "image",
-        "arch": image_case.arch,
-        "dataset": image_case.dataset,
-        "model": image_case.id,
-        "layer": "penultimate",
-        "d": d,
-        "width": spec.width or 2 * d,
-        "n_train": n_train,
-        "n_eval": n_eval,
+        **where,
+        **counts,
         "num_classes": 0,
-        "input_shape": [d],
+        "input_shape": [counts["d"]],
         "population": None,
         "role": None,
         "seed": spec.seed,
@@ -178,11 +158,11 @@ def _build_image(
         "measured": measured,
         "hierarchy": {},
         "concepts": concepts,
-        "model_flaw": flaw.kind,
+        "model_flaw": model_flaw,
     }
     sealed = {
         "features_train": rows["labels_train"].to(torch.uint8),
-        "features_eval": labels_eval.to(torch.uint8),
+        "features_eval": rows["labels_eval"].to(torch.uint8),
         "represented": torch.ones(len(concepts), dtype=torch.uint8),
     }
     source = FeatureSource(rows["train_activations"], rows["eval_activations"])
