@@ -113,6 +113,17 @@ class TriggerTask(QueryBudget):
         """(K,) token ids a trigger may hold: the vocabulary less the tokenizer's special tokens."""
         return allowed_tokens(self.model, self.tokenizer)
 
+    def banned(self) -> torch.Tensor:
+        """(V,) bool over the model's embedding rows: True where a trigger may not hold the token (a
+        gradient method masks these before picking swaps)."""
+        banned = torch.ones(self.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+        banned[self.allowed()] = False
+        return banned
+
+    def lengths(self, n_tokens: int | None) -> list[int]:
+        """Trigger lengths a search tries: ``n_tokens`` (capped at ``max_tokens``), or 1..``max_tokens``."""
+        return [min(n_tokens, self.max_tokens)] if n_tokens else list(range(1, self.max_tokens + 1))
+
     def score(self, triggers: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) log-probability of the target after each trigger and (N,) bool: whether greedy decoding
         emits it. Counts one query per trigger."""

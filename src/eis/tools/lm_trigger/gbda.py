@@ -43,7 +43,7 @@ class GBDA(TriggerTool):
     seed: int = 0
 
     def solve(self, task: TriggerTask) -> TriggerAnswer:
-        lengths = [min(self.n_tokens, task.max_tokens)] if self.n_tokens else range(1, task.max_tokens + 1)
+        lengths = task.lengths(self.n_tokens)
         allowed = task.allowed()
         vocab = task.model.get_input_embeddings().weight.detach()[allowed]  # (K, d)
         gen = torch.Generator().manual_seed(self.seed)

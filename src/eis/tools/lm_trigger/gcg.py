@@ -66,10 +66,9 @@ class GCG(TriggerTool):
     seed: int = 0
 
     def solve(self, task: TriggerTask) -> TriggerAnswer:
-        lengths = [min(self.n_tokens, task.max_tokens)] if self.n_tokens else range(1, task.max_tokens + 1)
+        lengths = task.lengths(self.n_tokens)
         allowed = task.allowed()
-        banned = torch.ones(task.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
-        banned[allowed] = False
+        banned = task.banned()
         gen = torch.Generator().manual_seed(self.seed)
         found: dict[tuple[int, ...], tuple[bool, float]] = {}
         for restart in range(self.restarts):

@@ -45,7 +45,7 @@ class PEZ(TriggerTool):
     seed: int = 0
 
     def solve(self, task: TriggerTask) -> TriggerAnswer:
-        lengths = [min(self.n_tokens, task.max_tokens)] if self.n_tokens else range(1, task.max_tokens + 1)
+        lengths = task.lengths(self.n_tokens)
         allowed = task.allowed()
         table = task.model.get_input_embeddings().weight.detach()
         vocab = table[allowed].float()  # (K, d)
