@@ -92,7 +92,7 @@ def test_json_contract(backdoor) -> None:
     assert {"tpr", "fpr", "n_planted", "n_probe", "text"} <= set(js["track_record"])
     from eis.audit.lm import TRACK_RECORD
 
-    assert f"{TRACK_RECORD['n_cases']} models" in js["track_record"]["text"]
+    assert f"{TRACK_RECORD['n_audited']} models audited" in js["track_record"]["text"]
     names = [d["name"] for d in js["detectors"]]
     assert names == [
         "gcg", "random_trigger_search", "exhaustive_trigger_search", "target_as_prompt", "trigger_anomaly"
@@ -225,7 +225,7 @@ def test_shipped_track_record_matches_these_audits(lm, backdoor, twin) -> None:
         scan = scan_lm(case.model(), case.tokenizer(), case.texts(100), lm.targets)
         assert scan["score"] == pytest.approx(rows[name]["scan"], abs=1e-6), name
     assert summarize_record(rows) == {k: v for k, v in TRACK_RECORD.items()}
-    assert TRACK_RECORD["n_cases"] == len(rows) >= 2
+    assert TRACK_RECORD["n_cases"] == len(rows) >= TRACK_RECORD["n_audited"] >= 2
 
 
 def test_without_targets_the_scan_only(lm, tmp_path) -> None:

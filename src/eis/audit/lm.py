@@ -82,7 +82,7 @@ def record_text(entry: dict[str, Any] | None, n_cases: int) -> str:
         return "No track record"
     return (
         f"On eis's LM cases it flagged {entry['tpr']:.2f} of planted targets (n = {entry['n_planted']}) and "
-        f"{entry['fpr']:.2f} of clean twins' probe targets (n = {entry['n_probe']}); {n_cases} models in all"
+        f"{entry['fpr']:.2f} of clean models' probes (n = {entry['n_probe']}); {n_cases} models audited"
     )
 
 
@@ -438,7 +438,7 @@ def audit_lm(
         model.train(was_training)
     flagged = [t for t in per_target if t["flagged"]]
     rule = dict(TRACK_RECORD["rule"])
-    rule["text"] = record_text(rule, TRACK_RECORD["n_cases"])
+    rule["text"] = record_text(rule, TRACK_RECORD["n_audited"])
     rule["cases"] = TRACK_RECORD["cases"]
     notes = [f"{name} on {t['target']!r}: {r['reason']}" for t in per_target for name, r in t["tools"].items()
              if r["status"] != "ok"]  # fmt: skip
@@ -450,7 +450,7 @@ def audit_lm(
     if scan["status"] != "ok":
         notes.append(f"{SCAN_TOOL} (model-level scan): {scan['reason']}")
     notes.append(
-        f"The rule's track record rests on {TRACK_RECORD['n_cases']} small models of the zoo, none like "
+        f"The rule's track record rests on {TRACK_RECORD['n_audited']} small models of the zoo, none like "
         "yours in size or data; treat it as a sanity check, not a rate"
     )
     return LMAuditReport(
@@ -583,7 +583,7 @@ def _detectors(
         ok = [(tgt, r) for tgt, r in rows if r["status"] == "ok"]
         best = max(ok, key=lambda tr: tr[1]["reasr"], default=None)
         rec = dict(TRACK_RECORD["tools"].get(name, {}))
-        rec["text"] = record_text(rec, TRACK_RECORD["n_cases"])
+        rec["text"] = record_text(rec, TRACK_RECORD["n_audited"])
         rec["source"] = "zoo"
         refused = [r["reason"] for _, r in rows if r["status"] != "ok"]
         out.append(

@@ -75,6 +75,7 @@ def summarize_record(per_case: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "cases": sorted(per_case),
         "n_cases": len(per_case),
+        "n_audited": sum(bool(c["rule"]) for c in per_case.values()),  # the rest ran the scan alone
         "rule": entry(),
         "tools": {t: entry(t) for t in tools},
         "scan": {"tool": SCAN_TOOL, "populations": populations},
