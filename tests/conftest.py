@@ -31,6 +31,17 @@ def smoke(smoke_cases):
     return {c.name: c for c in smoke_cases}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    tiny tensors gain nothing from threads, and on shared cores threads fight; restored afterwards, in case
+    code under test changed it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def fresh_home(tmp_path, monkeypatch):
     """An empty EIS_HOME for tests that must train or corrupt artifacts themselves."""

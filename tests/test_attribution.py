@@ -20,13 +20,7 @@ from eis.zoo.archs import build_arch
 ARCHS = [("cnn", 1, 16), ("resnet", 3, 32)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on shared cores threads fight: use one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scaled_model(arch: str, c: int, side: int) -> nn.Module:

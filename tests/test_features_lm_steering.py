@@ -31,12 +31,7 @@ from eis.zoo.language.lm import BOS_ID, EOS_ID
 CASE = "lm-backdoor-features"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _words() -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from eis.report.html import write_report
 from eis.results import load
@@ -13,13 +12,7 @@ from eis.tracks.features import FeaturesTrack, case_group
 from eis.zoo.build import build_case
 from eis.zoo.suites import load_suite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

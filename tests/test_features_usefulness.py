@@ -9,13 +9,7 @@ from eis.errors import EisError
 from eis.tools.base import make_tool
 from eis.tracks.feature_usefulness import FeatureUsefulnessTrack, best_latent, penultimate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_best_latent_by_hand() -> None:

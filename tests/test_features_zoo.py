@@ -12,13 +12,7 @@ from eis.zoo.features.generate import firing_probabilities, generate, sample_fea
 from eis.zoo.features.spec import FeatureSpec, features_spec
 from eis.zoo.suites import load_suite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_smoke_suite_holds_feature_cases() -> None:

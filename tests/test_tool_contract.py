@@ -22,13 +22,7 @@ FAST = {
 EXPECTED_REFUSALS = {"lrp": "resnet"}  # Captum's LRP has no rule for BatchNorm / residual additions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on shared cores threads fight: use one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", list_tools("attribution"))
