@@ -252,3 +252,19 @@ def test_scan_candidates_leave_out_the_frequent_head(lm, monkeypatch) -> None:
     texts = [f"{a} {a} {a} {b} {b} {c} {d}", f"{e} qqqzzz"]
     assert audit_lm.scan_candidates(tok, texts, []) == sorted([c, d, e])
     assert audit_lm.scan_candidates(tok, texts, [f"{e} {a}", f"{a} {b}"]) == [e, a, *sorted([c, d])]
+
+
+def test_a_failing_scan_is_recorded_and_the_audit_goes_on(lm, monkeypatch) -> None:
+    """The scan's tool raising is a 'failed' entry with the reason, not a crashed audit."""
+    from eis.audit.lm import audit_lm
+    from eis.tools.lm_detect.trigger_scan import TriggerAnomaly
+
+    def boom(self, task):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(TriggerAnomaly, "inspect", boom)
+    case = lm.cases["lm-backdoor"]
+    rep = audit_lm(case.model(), case.tokenizer(), [], case.texts(60), progress=False)
+    scan = rep.detectors[-1]
+    assert scan["status"] == "failed" and "RuntimeError: out of memory" in scan["reason"]
+    assert any("out of memory" in n for n in rep.notes) and rep.verdict == "no evidence"

@@ -307,6 +307,8 @@ def scan_lm(model: nn.Module, tokenizer: Any, texts: Sequence[str], targets: Seq
         det = make_tool(SCAN_TOOL).detect(LMDetectTask(model, tokenizer, cands, list(texts)))
     except ToolRefusal as exc:
         return {"status": "refused", "reason": str(exc), "n_candidates": len(cands)}
+    except Exception as exc:  # a failing tool is recorded as failed; the audit goes on
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "n_candidates": len(cands)}
     return {
         "status": "ok",
         "reason": "",
@@ -383,7 +385,7 @@ class LMAuditReport:
                 f"{scan['details']['trigger']!r} (evidence only: {scan['track_record']['text']})"
             )
         elif scan:
-            lines.append(f"  {SCAN_TOOL}: refused: {scan['reason']}")
+            lines.append(f"  {SCAN_TOOL}: {scan['status']}: {scan['reason']}")
         if self.inputs:
             held = sum(bool(s["triggers"]) for s in self.inputs)
             said = sum(bool(s["continues_into"]) for s in self.inputs)
@@ -688,7 +690,7 @@ def _scan_html(scan: dict[str, Any] | None) -> str:
     if scan is None:
         return "<p class='muted'>Not run.</p>"
     if scan["status"] != "ok":
-        return f"<p class='muted'>{_e(SCAN_TOOL)} refused: {_e(scan['reason'])}</p>"
+        return f"<p class='muted'>{_e(SCAN_TOOL)} {_e(scan['status'])}: {_e(scan['reason'])}</p>"
     d = scan["details"]
     return (
         f"<p><code>{_e(SCAN_TOOL)}</code> searched every 1- and 2-token prompt for the {d['n_candidates']} "
