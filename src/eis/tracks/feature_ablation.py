@@ -28,12 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eis.errors import EisError
 from eis.stats import CI
-from eis.tools.features.base import FeatureTask, FeatureTool, FoundFeatures
 from eis.tools.lm_hooks import hooks
 from eis.tracks.base import CellResult, Track, register_track
-from eis.tracks.features import FeaturesTrack
+from eis.tracks.features import FeaturesTrack, fit_on_training_rows
 from eis.tracks.metrics.features import auroc_matrix
 from eis.tracks.sanity import long_table
 from eis.zoo.kinds import kind_of
@@ -100,18 +98,7 @@ class FeatureAblationTrack(Track):
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
         import eis.zoo
 
-        if not isinstance(tool, FeatureTool):
-            raise EisError(
-                f"feature_ablation runs features tools; {tool.name!r} is a {tool.family or 'other'} tool"
-            )
-        truth = case.truth()
-        train = case.activations("train")  # type: ignore[attr-defined]
-        labels = truth.labels("train")
-        task = FeatureTask(train, train, case.width, labels if tool.supervised else None, seed)  # type: ignore[attr-defined]
-        found = tool.find(task)
-        if not isinstance(found, FoundFeatures):
-            raise EisError(f"{tool.name} returned {type(found).__name__}, not FoundFeatures")
-        found.check(task, tool.name)
+        truth, labels, found = fit_on_training_rows(self.name, case, tool, seed)
         cols = [j for j, c in enumerate(truth.concepts) if c.startswith("trigger:")]
         best, auc = trigger_latents(found.activations, labels[:, cols])
         lm_case = eis.zoo.load(case.meta["model"])

@@ -49,10 +49,9 @@ import torch
 
 from eis.errors import EisError
 from eis.stats import CI, paired_bootstrap_ci, verdict
-from eis.tools.features.base import FeatureTask, FeatureTool, FoundFeatures
 from eis.tools.lm_hooks import hooks
 from eis.tracks.base import CellResult, Track, register_track
-from eis.tracks.features import FeaturesTrack
+from eis.tracks.features import FeaturesTrack, fit_on_training_rows
 from eis.tracks.metrics import lm_steering as lms
 from eis.tracks.metrics.features import auroc_matrix
 from eis.tracks.sanity import cell_groups, long_table
@@ -322,19 +321,9 @@ class FeatureLMSteeringTrack(Track):
         return kind_of(case) == "features" and case.meta.get("source") == "lm"
 
     def run(self, case: Case, tool: Tool, *, seed: int = 0) -> CellResult:
-        if not isinstance(tool, FeatureTool):
-            raise EisError(
-                f"feature_lm_steering runs features tools; {tool.name!r} is a {tool.family or 'other'} tool"
-            )
+        truth, labels, found = fit_on_training_rows(self.name, case, tool, seed)
         setting = _setting(case.id, self.n_tokens, self.n_select, self.n_eval, seed)
-        truth = case.truth()
         train = case.activations("train")  # type: ignore[attr-defined]
-        labels = truth.labels("train")
-        task = FeatureTask(train, train, case.width, labels if tool.supervised else None, seed)  # type: ignore[attr-defined]
-        found = tool.find(task)
-        if not isinstance(found, FoundFeatures):
-            raise EisError(f"{tool.name} returned {type(found).__name__}, not FoundFeatures")
-        found.check(task, tool.name)
         best, sign = chosen_latents(found.activations, labels[:, setting.columns])
         u = found.directions.detach().cpu().double()[best] * torch.from_numpy(sign)[:, None]
         u = (u / u.norm(dim=1, keepdim=True).clamp(min=1e-12)).float()

@@ -42,6 +42,22 @@ if TYPE_CHECKING:
     from eis.zoo.case import Case
 
 
+def fit_on_training_rows(track: str, case: Case, tool: Tool, seed: int) -> tuple[Any, Any, FoundFeatures]:
+    """(truth, training labels, found features) of ``tool`` fitted on the case's training rows (labels given
+    to supervised tools only), checked; a one-line EisError for a tool of another family or a bad answer."""
+    if not isinstance(tool, FeatureTool):
+        raise EisError(f"{track} runs features tools; {tool.name!r} is a {tool.family or 'other'} tool")
+    truth = case.truth()
+    train = case.activations("train")  # type: ignore[attr-defined]
+    labels = truth.labels("train")  # type: ignore[attr-defined]
+    task = FeatureTask(train, train, case.width, labels if tool.supervised else None, seed)  # type: ignore[attr-defined]
+    found = tool.find(task)
+    if not isinstance(found, FoundFeatures):
+        raise EisError(f"{tool.name} returned {type(found).__name__}, not FoundFeatures")
+    found.check(task, tool.name)
+    return truth, labels, found
+
+
 def case_group(spec: dict[str, Any]) -> str:
     """The leaderboard group of a case: its source, and whether its features are hierarchical, correlated or
     power-law distributed."""
