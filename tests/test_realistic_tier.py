@@ -11,7 +11,7 @@ import torch
 
 from eis.errors import EisError
 from eis.zoo import implant
-from eis.zoo.archs import build_arch
+from eis.zoo.archs import ResNet18, build_arch
 from eis.zoo.datasets import DATASETS, dataset_info
 from eis.zoo.photos import BACKGROUND_PHOTOS, TEXTURE_PHOTOS, render_photos
 from eis.zoo.spec import CaseSpec
@@ -56,6 +56,27 @@ def test_resnet18_is_the_standard_topology():
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1000)
     narrow = build_arch("resnet18-w16", 3, 10, 64)
     assert narrow.layer4[0].conv1.out_channels == 128 and len(narrow.layer3) == 2
+
+
+def test_resnet18_runs_channels_last_with_the_same_values():
+    """The realistic tier's ResNet-18 holds weights and activations channels-last (faster convolutions);
+    its logits and input gradients equal the default layout's to float rounding, and an input gradient
+    comes back in the ordinary layout."""
+    torch.manual_seed(0)
+    fast = build_arch("resnet18-w16", 3, 10, 32).eval()
+    plain = ResNet18(3, 10, 32, width=16, channels_last=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    assert fast.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.stem[0].weight.is_contiguous()
+    grads, x0 = [], torch.rand(4, 3, 32, 32)
+    for model in (fast, plain):
+        x = x0.clone().requires_grad_(True)
+        out = model(x)
+        (g,) = torch.autograd.grad(out[:, 3].sum(), x)
+        grads.append((out.detach(), g))
+    (out_f, g_f), (out_p, g_p) = grads
+    assert torch.allclose(out_f, out_p, atol=1e-5) and torch.allclose(g_f, g_p, atol=1e-6)
+    assert g_f.is_contiguous() and g_f.view(4, -1).shape == (4, 3 * 32 * 32)
 
 
 def test_vit_tiny_parameters_and_output():

@@ -19,7 +19,7 @@ from eis.runner import run_benchmark
 from eis.runner.cells import cell_key, expand, track_settings
 from eis.runner.plugins import load_builtins
 from eis.tracks.base import TRACKS, CellResult
-from eis.zoo.suites import load_suite, suite_track_settings
+from eis.zoo.suites import load_suite, suite_default_tracks, suite_track_settings
 
 
 class CountingTrack(bench_fakes.FakeLocalize):
@@ -189,6 +189,39 @@ def test_bench_passes_a_suite_files_settings(tmp_path: Path, monkeypatch: pytest
     df = load(store)
     assert (df["scores"].map(lambda s: s["n"]) == 3.0).all()
     assert (df["extras"].map(lambda e: e["track_settings"]) == {"n_inputs": 3}).all()
+
+
+def test_suite_default_tracks(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE + '\n[tracks]\ndefault = ["localize", "repair"]\n\n[tracks.localize]\nn_inputs = 9\n')
+    assert suite_default_tracks(str(path)) == ["localize", "repair"]
+    assert suite_track_settings(str(path)) == {"localize": {"n_inputs": 9}}  # the list is no track's table
+    assert [s.name for s in load_suite(str(path))] == ["digits-cnn-patch"]
+    plain = tmp_path / "plain.toml"
+    plain.write_text(SUITE)
+    assert suite_default_tracks(str(plain)) is None
+    for bad in ('"localize"', "[]", "[1]"):
+        path.write_text(SUITE + f"\n[tracks]\ndefault = {bad}\n")
+        with pytest.raises(EisError, match=r"\[tracks\] default must be a non-empty list of track names"):
+            suite_track_settings(str(path))
+
+
+def test_bench_runs_a_suites_default_tracks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import eis.cli.bench
+
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE + '\n[tracks]\ndefault = ["fake-settings"]\n')
+    monkeypatch.setattr(
+        eis.cli.bench, "_built", lambda suite, skip, **kw: bench_fakes.make_cases(1, ("patch",))
+    )
+    store = tmp_path / "r.sqlite"
+    args = ["bench", str(path), "--tools", "fake-oracle", "--workers", "0", "--store", str(store)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert set(load(store)["track"]) == {"fake-settings"}  # no --tracks: only the suite's list ran
+    path.write_text(SUITE + '\n[tracks]\ndefault = ["no-such-track"]\n')
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "no-such-track" in res.output
 
 
 def test_bench_refuses_bad_settings_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,9 @@ def _split(value: str | None) -> list[str] | None:
 def bench(
     suite: str = typer.Argument(..., help="Suite name (e.g. smoke) or a suite file."),
     tracks: str = typer.Option(
-        None, "--tracks", help="Comma-separated tracks (default: the default tracks)."
+        None,
+        "--tracks",
+        help="Comma-separated tracks (default: the suite's \\[tracks] default list, else eis's default).",
     ),
     tools: str = typer.Option(
         None,
@@ -57,15 +59,20 @@ def bench(
 ) -> None:
     """Run every (case x tool x track) cell of SUITE not yet in the store, and record it there.
 
-    The suite file's ``[tracks.<name>]`` tables set those tracks' settings (e.g. ``n_inputs = 100``).
+    Without --tracks: the tracks in the suite file's \\[tracks] default list (else the default tracks).
+
+    Its \\[tracks.<name>] tables set those tracks' settings (e.g. n_inputs = 100).
     """
     from eis.runner import resolve_suite, run_benchmark
     from eis.runner.cells import checked_track_settings, resolve_tools, resolve_tracks
     from eis.runner.plugins import load_builtins
+    from eis.zoo.suites import suite_default_tracks, suite_track_settings
 
     load_builtins()
     track_names, tool_names = _split(tracks), _split(tools)
-    settings = checked_track_settings(_suite_track_settings(suite))
+    if track_names is None and _zoo_suite(suite):
+        track_names = suite_default_tracks(suite)
+    settings = checked_track_settings(suite_track_settings(suite) if _zoo_suite(suite) else {})
     # bad names and settings fail now, before the zoo is built
     resolve_tools(tool_names, resolve_tracks(track_names, settings))
     check_backend(backend)
@@ -98,14 +105,13 @@ def bench(
     print_summary(summary)
 
 
-def _suite_track_settings(suite: str) -> dict[str, dict[str, Any]]:
-    """The ``[tracks.*]`` tables of a zoo suite (a built-in one or a file); none for a plugin's suite."""
+def _zoo_suite(suite: str) -> bool:
+    """Whether ``suite`` is a zoo suite file (built in or a path), whose [tracks] table eis reads; a
+    plugin's suite has none, and an unknown name is left for resolve_suite to report."""
     from eis.runner.plugins import SUITES
-    from eis.zoo.suites import builtin_suites, suite_track_settings
+    from eis.zoo.suites import builtin_suites
 
-    if suite in SUITES or not (suite.endswith(".toml") or suite in builtin_suites()):
-        return {}  # a plugin's suite, or an unknown name that resolve_suite reports
-    return suite_track_settings(suite)
+    return suite not in SUITES and (suite.endswith(".toml") or suite in builtin_suites())
 
 
 def _built(suite: str, skip_missed: bool, **build: Any) -> list[Any]:

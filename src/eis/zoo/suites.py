@@ -40,8 +40,12 @@ on the population an eval population names with ``train_population = "<name>"`` 
     seed = 1                 # draws the rule's parameters
     p = 59                   # token rules: pairs in Z_p (images: dataset = "digits")
 
-A suite may also set the benchmark tracks' settings (any track's constructor keywords), which ``eis bench``
-passes to the runner (:func:`suite_track_settings`)::
+A suite may also name the tracks ``eis bench`` runs on it when ``--tracks`` is not given (``default``; else
+eis's default tracks) and set tracks' settings (any track's constructor keywords), which ``eis bench``
+passes to the runner (:func:`suite_default_tracks`, :func:`suite_track_settings`)::
+
+    [tracks]
+    default = ["localize", "repair"]
 
     [tracks.localize]
     n_inputs = 100
@@ -69,6 +73,7 @@ from eis.zoo.kinds import RESERVED_TABLES, Spec, table_kinds
 from eis.zoo.spec import CaseSpec
 
 TRACKS_TABLE = "tracks"  # the suite's track settings, not a case table
+DEFAULT_TRACKS_KEY = "default"  # in [tracks]: the tracks `eis bench` runs on the suite by default
 CASE_FIELDS = {"name", "dataset", "arch", "flaw", "seed", "train", "bars"}
 POPULATION_FIELDS = {
     "name", "dataset", "arch", "role", "clean", "flawed", "flaws", "seed", "train", "vary", "bars",
@@ -132,15 +137,37 @@ def suite_track_settings(suite: str) -> dict[str, dict[str, Any]]:
     return _track_tables(_suite_doc(suite), suite)
 
 
+def suite_default_tracks(suite: str) -> list[str] | None:
+    """The tracks the suite's ``[tracks] default = [...]`` names (None where it names none: eis's default
+    tracks). Only the shape is checked here; the runner checks the names."""
+    return _default_tracks(_suite_doc(suite), suite)
+
+
+def _default_tracks(doc: dict[str, Any], suite: str) -> list[str] | None:
+    tracks = doc.get(TRACKS_TABLE, {})
+    names = tracks.get(DEFAULT_TRACKS_KEY) if isinstance(tracks, dict) else None
+    if names is None:
+        return None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise EisError(
+            f"suite {suite!r}: [{TRACKS_TABLE}] {DEFAULT_TRACKS_KEY} must be a non-empty list of track "
+            f'names, like {DEFAULT_TRACKS_KEY} = ["localize", "repair"]; got {names!r}'
+        )
+    return [str(n) for n in names]
+
+
 def _track_tables(doc: dict[str, Any], suite: str) -> dict[str, dict[str, Any]]:
     tracks = doc.get(TRACKS_TABLE, {})
-    ok = isinstance(tracks, dict) and all(isinstance(v, dict) for v in tracks.values())
+    ok = isinstance(tracks, dict) and all(
+        isinstance(v, dict) for k, v in tracks.items() if k != DEFAULT_TRACKS_KEY
+    )
     if not ok:
         raise EisError(
             f"suite {suite!r}: {TRACKS_TABLE!r} must hold one table per track, like [tracks.localize] "
-            "with n_inputs = 100"
+            f'with n_inputs = 100 (and optionally {DEFAULT_TRACKS_KEY} = ["localize", ...])'
         )
-    return {str(name): dict(settings) for name, settings in tracks.items()}
+    _default_tracks(doc, suite)
+    return {str(name): dict(v) for name, v in tracks.items() if name != DEFAULT_TRACKS_KEY}
 
 
 def load_suite(suite: str) -> list[Spec]:
