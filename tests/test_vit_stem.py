@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from eis.errors import EisError
 from eis.zoo.archs import ConvStemViT, build_arch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,7 +65,7 @@ def test_gradients_reach_the_input_and_every_parameter(train):
 
 
 def test_stem_wants_a_power_of_two_patch():
-    with pytest.raises(ValueError, match="a conv stem wants a patch of 2, 4, 8"):
+    with pytest.raises(EisError, match="a conv stem wants a patch of 2, 4, 8"):
         ConvStemViT(3, 10, 36, dim=96, patch=6)
     assert isinstance(build_arch("vit-tiny", 3, 10, 64).embed, torch.nn.Conv2d)  # the plain ViT is unchanged
 

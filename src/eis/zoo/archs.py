@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eis.errors import EisError
 from eis.registry import Registry
 
 ArchFactory = Callable[[int, int, int], nn.Module]
@@ -167,7 +168,7 @@ class ResNet18(nn.Module):
     narrower ones keep the topology for CPU budgets.
 
     Weights and activations are held channels-last (NHWC), the layout the CPU's and cuDNN's convolution
-    kernels run fastest in: 1.35-1.37x the speed of the default layout for a training step and for an
+    kernels run fastest in: 1.31x the speed of the default layout for a training step and 1.22x for an
     input-gradient pass of the width-16 network at 64 px on one CPU thread
     (``benchmarks/bench_realistic.py --layout``). Values agree with the default layout to float rounding; a
     layer's activations seen through hooks are channels-last tensors (use ``reshape``, not ``view``).
@@ -295,7 +296,10 @@ class ConvStemViT(ViT):
         """The convolutional stem: 3x3 stride-2 conv/BatchNorm/ReLU stages, then a 1x1 conv to ``dim``."""
         stages = patch.bit_length() - 1
         if patch != 2**stages or stages < 1 or dim % 2 ** (stages - 1):
-            raise ValueError(f"a conv stem wants a patch of 2, 4, 8, ... and dim divisible by {patch // 2}")
+            raise EisError(
+                f"a conv stem wants a patch of 2, 4, 8, ... and dim divisible by {patch // 2}; "
+                f"got patch {patch}, dim {dim}"
+            )
         layers: list[nn.Module] = []
         cin = in_channels
         for k in range(stages):
