@@ -193,7 +193,8 @@ def test_bench_passes_a_suite_files_settings(tmp_path: Path, monkeypatch: pytest
 
 def test_suite_default_tracks(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
-    path.write_text(SUITE + '\n[tracks]\ndefault = ["localize", "repair"]\n\n[tracks.localize]\nn_inputs = 9\n')
+    tables = '\n[tracks]\ndefault = ["localize", "repair"]\n\n[tracks.localize]\nn_inputs = 9\n'
+    path.write_text(SUITE + tables)
     assert suite_default_tracks(str(path)) == ["localize", "repair"]
     assert suite_track_settings(str(path)) == {"localize": {"n_inputs": 9}}  # the list is no track's table
     assert [s.name for s in load_suite(str(path))] == ["digits-cnn-patch"]
