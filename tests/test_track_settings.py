@@ -174,19 +174,25 @@ def test_suite_track_settings(tmp_path: Path) -> None:
         load_suite(str(bad))
 
 
-def test_bench_passes_a_suite_files_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _bench_suite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tables: str, *args: str) -> Any:
+    """``eis bench`` on SUITE plus ``tables``, with fake cases and the fake oracle, into tmp_path/r.sqlite."""
     import eis.cli.bench
 
     path = tmp_path / "s.toml"
-    path.write_text(SUITE + "\n[tracks.fake-settings]\nn_inputs = 3\n")
+    path.write_text(SUITE + tables)
     monkeypatch.setattr(
         eis.cli.bench, "_built", lambda suite, skip, **kw: bench_fakes.make_cases(1, ("patch",))
     )
     store = tmp_path / "r.sqlite"
-    args = ["bench", str(path), "--tracks", "fake-settings", "--tools", "fake-oracle", "--workers", "0"]
-    res = CliRunner().invoke(app, [*args, "--store", str(store)])
+    cli = ["bench", str(path), *args, "--tools", "fake-oracle", "--workers", "0", "--store", str(store)]
+    return CliRunner().invoke(app, cli)
+
+
+def test_bench_passes_a_suite_files_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = "\n[tracks.fake-settings]\nn_inputs = 3\n"
+    res = _bench_suite_file(tmp_path, monkeypatch, tables, "--tracks", "fake-settings")
     assert res.exit_code == 0, res.output
-    df = load(store)
+    df = load(tmp_path / "r.sqlite")
     assert (df["scores"].map(lambda s: s["n"]) == 3.0).all()
     assert (df["extras"].map(lambda e: e["track_settings"]) == {"n_inputs": 3}).all()
 
@@ -208,20 +214,10 @@ def test_suite_default_tracks(tmp_path: Path) -> None:
 
 
 def test_bench_runs_a_suites_default_tracks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import eis.cli.bench
-
-    path = tmp_path / "s.toml"
-    path.write_text(SUITE + '\n[tracks]\ndefault = ["fake-settings"]\n')
-    monkeypatch.setattr(
-        eis.cli.bench, "_built", lambda suite, skip, **kw: bench_fakes.make_cases(1, ("patch",))
-    )
-    store = tmp_path / "r.sqlite"
-    args = ["bench", str(path), "--tools", "fake-oracle", "--workers", "0", "--store", str(store)]
-    res = CliRunner().invoke(app, args)
+    res = _bench_suite_file(tmp_path, monkeypatch, '\n[tracks]\ndefault = ["fake-settings"]\n')
     assert res.exit_code == 0, res.output
-    assert set(load(store)["track"]) == {"fake-settings"}  # no --tracks: only the suite's list ran
-    path.write_text(SUITE + '\n[tracks]\ndefault = ["no-such-track"]\n')
-    res = CliRunner().invoke(app, args)
+    assert set(load(tmp_path / "r.sqlite")["track"]) == {"fake-settings"}  # no --tracks: the suite's list
+    res = _bench_suite_file(tmp_path, monkeypatch, '\n[tracks]\ndefault = ["no-such-track"]\n')
     assert res.exit_code == 2 and "no-such-track" in res.output
 
 

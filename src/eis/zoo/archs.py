@@ -277,19 +277,8 @@ class ConvStemViT(ViT):
     (channels doubling up to ``dim``: dim/4, dim/2, dim for 8 px patches) and a final 1x1 convolution to
     ``dim``; the class token, position embeddings, blocks and head are the ViT's. A plain ViT trained from
     scratch on a few thousand images stays at chance; the stem's locality prior is the field's fix. Per the
-    paper one block fewer (default depth 5) keeps the compute about that of the patchify ViT at depth 6."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        image_size: int,
-        dim: int = 192,
-        depth: int = 5,
-        heads: int = 3,
-        patch: int = 8,
-    ) -> None:
-        super().__init__(in_channels, num_classes, image_size, dim, depth, heads, patch)
+    paper the registered ones (``vit-tiny-c``, ``vit-tiny-c-d96``) have one block fewer (depth 5), which
+    keeps the compute about that of the patchify ViT at depth 6."""
 
     @staticmethod
     def make_embed(in_channels: int, dim: int, patch: int) -> nn.Module:
@@ -320,8 +309,8 @@ ARCHS.register("resnet18", ResNet18)
 ARCHS.register("resnet18-w16", functools.partial(ResNet18, width=16))
 ARCHS.register("vit-tiny", ViT)
 ARCHS.register("vit-tiny-d96", functools.partial(ViT, dim=96, heads=3))
-ARCHS.register("vit-tiny-c", ConvStemViT)
-ARCHS.register("vit-tiny-c-d96", functools.partial(ConvStemViT, dim=96, heads=3))
+ARCHS.register("vit-tiny-c", functools.partial(ConvStemViT, depth=5))
+ARCHS.register("vit-tiny-c-d96", functools.partial(ConvStemViT, dim=96, heads=3, depth=5))
 
 
 def build_arch(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
