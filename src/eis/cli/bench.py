@@ -70,9 +70,10 @@ def bench(
 
     load_builtins()
     track_names, tool_names = _split(tracks), _split(tools)
-    if track_names is None and _zoo_suite(suite):
+    zoo_suite = _zoo_suite(suite)
+    if track_names is None and zoo_suite:
         track_names = suite_default_tracks(suite)
-    settings = checked_track_settings(suite_track_settings(suite) if _zoo_suite(suite) else {})
+    settings = checked_track_settings(suite_track_settings(suite) if zoo_suite else {})
     # bad names and settings fail now, before the zoo is built
     resolve_tools(tool_names, resolve_tracks(track_names, settings))
     check_backend(backend)
