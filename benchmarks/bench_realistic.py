@@ -20,6 +20,7 @@ and the largest difference between the two layouts' logits.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable
 
@@ -58,10 +59,10 @@ def images_per_second(
     gen = torch.Generator().manual_seed(0)
     model.train()
 
-    count = iter(range(10**9))
+    batches = itertools.count()
 
     def step() -> None:
-        idx = torch.arange(BATCH) + next(count) * BATCH
+        idx = torch.arange(BATCH) + next(batches) * BATCH
         xb, yb = recipe.augment(x[idx % len(x)], SETTINGS, gen).to(device), y[idx % len(x)].to(device)
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(xb), yb).backward()
@@ -117,8 +118,9 @@ def main() -> None:
     print("{:<14} {:>10} {:>8} {:>9} {:>12} {:>8} {:>7}".format(*HEADER))
     ref = None
     for arch in args.archs:
-        rate = images_per_second(build_arch(arch, 3, 10, 64).to(args.device), x, y, args.steps, args.device)
-        params = sum(p.numel() for p in build_arch(arch, 3, 10, 64).parameters())
+        model = build_arch(arch, 3, 10, 64).to(args.device)
+        params = sum(p.numel() for p in model.parameters())
+        rate = images_per_second(model, x, y, args.steps, args.device)
         base, ft = BASE_EPOCHS * PHOTOS_TRAIN / rate, FINETUNE_EPOCHS * PHOTOS_TRAIN / rate
         ref = ref or (rate if arch == "resnet18-w16" else None)
         rel = f"{ref / rate:.1f}x" if ref else "-"

@@ -1,4 +1,5 @@
-"""The conv-stem ViT (Xiao et al. 2021): its stem's parameters worked out by hand, shapes and gradients."""
+"""The realistic tier's ViTs: ViT-Tiny and the conv-stem ViT (Xiao et al. 2021), parameters worked out by
+hand, shapes and gradients."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ def _stem(dim: int) -> int:
     convs = 3 * 9 * c1 + c1 * 9 * c2 + c2 * 9 * c3
     norms = 2 * (c1 + c2 + c3)
     return convs + norms + (c3 * dim + dim)
+
+
+def test_vit_tiny_parameters_and_output():
+    """ViT-Tiny at depth 6, patch 8, 64 px, 10 classes: worked out by hand from its parts."""
+    dim, depth, tokens = 192, 6, 64
+    expected = (
+        (3 * 8 * 8 * dim + dim) + dim + (tokens + 1) * dim + depth * _block(dim) + 2 * dim + (dim * 10 + 10)
+    )
+    model = build_arch("vit-tiny", 3, 10, 64)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    out = model(torch.rand(3, 3, 64, 64))
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize(("name", "dim"), [("vit-tiny-c", 192), ("vit-tiny-c-d96", 96)])
