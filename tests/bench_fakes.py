@@ -8,8 +8,10 @@ cases and fake tools never run on real ones. Import it to register; subprocesses
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from eis.cache import Prep
 from eis.runner.plugins import SUITES, register_suite
 from eis.tools.base import TOOLS, Tool
 from eis.tracks.base import TRACKS, CellResult, Track
@@ -266,7 +269,32 @@ class FakeSpread(FakeLocalize):
         return pd.DataFrame(out)
 
 
-for _t in (FakeLocalize, FakeSpread):
+def write_prep_log(log: str, fail: bool) -> None:
+    """The shared one-off work of ``fake-prepared``: a line in ``log`` (or a failure)."""
+    if fail:
+        raise RuntimeError("no room for the shared module")
+    with open(log, "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+
+
+class FakePrepared(FakeSpread):
+    """``fake-spread`` whose cells share one prep, and record whether it had run before them."""
+
+    name: ClassVar[str] = "fake-prepared"
+
+    def __init__(self, log: str = "", fail: bool = False) -> None:
+        self.log, self.fail = log, fail
+
+    def prepare(self, case, tool, partners=()) -> list[Prep]:
+        return [Prep("the fake shared module", functools.partial(write_prep_log, self.log, self.fail))]
+
+    def run(self, case, tool, *, seed: int = 0) -> CellResult:
+        res = super().run(case, tool, seed=seed)
+        res.extras["prepared"] = Path(self.log).is_file()
+        return res
+
+
+for _t in (FakeLocalize, FakeSpread, FakePrepared):
     if _t.name not in TRACKS:
         TRACKS.register(_t.name, _t)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import torch
@@ -23,6 +25,23 @@ def test_cached_state_computes_once_then_loads(fresh_home) -> None:
     assert torch.equal(t1["w"], t2["w"]) and notes2["loss"] == 0.5 and isinstance(notes2["when"], str)
     cached_state("things", {"a": 2}, compute)  # another key, another entry
     assert len(calls) == 2 and len(list((fresh_home / "things").iterdir())) == 2
+
+
+def test_a_second_process_waits_for_the_entry_being_computed_instead_of_computing_it(fresh_home) -> None:
+    computing, calls, got = threading.Event(), [], []
+
+    def compute():
+        calls.append(1)
+        computing.set()
+        time.sleep(0.5)  # the other caller arrives meanwhile
+        return {"w": torch.ones(2)}, {}
+
+    first = threading.Thread(target=lambda: got.append(cached_state("things", {"a": 1}, compute)))
+    first.start()
+    assert computing.wait(10)
+    got.append(cached_state("things", {"a": 1}, compute))  # blocks on the entry's lock, then loads
+    first.join()
+    assert calls == [1] and all(torch.equal(t["w"], torch.ones(2)) for t, _, _ in got)
 
 
 @pytest.mark.parametrize("damage", ["weights", "meta", "key"])

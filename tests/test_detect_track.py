@@ -197,12 +197,34 @@ def test_learned_tool_fits_on_train_population_and_caches(
 
     monkeypatch.setattr(Mntd, "fit", boom)
     assert track.run(EVAL[1], tool, partners=partners).scores["score"] == pytest.approx(first.scores["score"])
-    track.run(EVAL[2], tool, partners=track.partners(EVAL[2], RUN, tool))  # loads the same cache
+    # another cell seed (every cell has its own) loads the same fit: one detector scores the population
+    again = track.run(EVAL[1], tool, seed=12345, partners=partners)
+    assert again.scores["score"] == pytest.approx(first.scores["score"])
+    track.run(EVAL[2], tool, seed=7, partners=track.partners(EVAL[2], RUN, tool))  # loads the same cache
     orphan = dataclasses.replace(EVAL[3], id="orphan0001", dataset="other")
     weights = make_tool("weight_stats")
     assert track.partners(orphan, RUN, weights) == ()
     with pytest.raises(EisError, match="no training population"):
         track.run(orphan, weights)
+
+
+def test_the_fit_is_a_prep_done_once_for_the_population(
+    eis_home: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    track = DetectTrack(n_inputs=64, n_eval=64)
+    tool = make_tool("mntd", steps=30)
+    partners = track.partners(EVAL[1], RUN, tool)
+    preps = track.prepare(EVAL[1], tool, partners)
+    assert len(preps) == 1 and [p.key for p in track.prepare(EVAL[3], tool, partners)] == [preps[0].key]
+    assert track.prepare(EVAL[1], make_tool("strip"), ()) == []  # nothing to learn
+    assert track.prepare(EVAL[1], tool, ()) == []  # no population: the cell reports it
+    preps[0].fn()
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("refitted although prepared")
+
+    monkeypatch.setattr(Mntd, "fit", boom)
+    assert "score" in track.run(EVAL[3], tool, seed=99, partners=partners).scores
 
 
 def test_runner_gives_learned_cells_the_runs_training_population() -> None:

@@ -117,3 +117,26 @@ def test_pool_matches_in_process_and_survives_timeouts_and_crashes(tmp_path: Pat
     # fake-random draws from the global RNG: equal maps prove each cell is seeded from itself, not from order
     rnd = b[(b.tool == "fake-random") & (b.track == "fake-localize")]
     assert rnd["extras"].tolist() == a.loc[rnd.index, "extras"].tolist()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_prep_the_cells_share_runs_once_before_them(tmp_path: Path, workers: int) -> None:
+    log, store = tmp_path / "prep.log", tmp_path / "r.sqlite"
+    settings = {"fake-prepared": {"log": str(log)}}
+    tools = ["fake-oracle", "fake-grad"]
+    s = run_benchmark(
+        bf.make_cases(3), tools, ["fake-prepared"], workers=workers, store=store, track_settings=settings
+    )
+    assert s.ran == 12 and s.failed == 0  # 3 cases x (2 tools + 2 controls), one prep among them
+    assert len(log.read_text().splitlines()) == 1
+    assert all(e["prepared"] for e in load(store)["extras"])
+
+
+def test_a_failing_prep_is_reported_and_the_cells_still_run(tmp_path: Path) -> None:
+    log, store = tmp_path / "prep.log", tmp_path / "r.sqlite"
+    settings = {"fake-prepared": {"log": str(log), "fail": True}}
+    s = run_benchmark(
+        bf.make_cases(2), ["fake-oracle"], ["fake-prepared"], workers=2, store=store, track_settings=settings
+    )
+    assert s.failed == 0 and s.ran == 6 and not log.exists()
+    assert not any(e["prepared"] for e in load(store)["extras"])

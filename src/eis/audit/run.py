@@ -360,8 +360,8 @@ def _load_fitted(tool: DetectionTool, model: nn.Module, x: torch.Tensor, k: int)
 
 
 def _unseeded(settings: Any) -> Any:
-    """Settings without ``seed``: a state fitted with another seed (each benchmark cell offsets it) was
-    fitted on the same models with the same settings otherwise."""
+    """Settings without ``seed``: a state fitted with another seed was fitted on the same models with the
+    same settings otherwise, and serves as well."""
     return {k: v for k, v in settings.items() if k != "seed"} if isinstance(settings, dict) else settings
 
 

@@ -16,6 +16,7 @@ from eis.runner.cells import DEFAULT_TRACKS, Cell, cell_key, cell_seed, expand
 from eis.runner.dispatch import run_cells_to_store
 from eis.runner.execute import Executor, run_cell
 from eis.runner.plugins import SUITES, load_builtins, load_plugins, register_suite, resolve_suite
+from eis.runner.prepare import collect_preps, run_preps
 
 __all__ = [
     "DEFAULT_BUDGET_S",
@@ -89,6 +90,10 @@ def run_benchmark(
     file's ``[tracks.*]`` tables: ``eis.zoo.suites.suite_track_settings``); cells run with settings other
     than a track's defaults are cells of their own, recorded with those settings in
     ``extras["track_settings"]``.
+
+    Before the cells, the one-off modules they share (a dataset's synthesis judge, a detector's fit on its
+    training population: ``Track.prepare``) are trained once each, side by side on the workers
+    (:mod:`eis.runner.prepare`).
     """
     load_builtins()
     cells = expand(cases, tools, tracks, track_settings)
@@ -98,6 +103,18 @@ def run_benchmark(
         done = st.keys() - st.keys(status=FAILED) if retry_failed else st.keys()
         todo = cells if rerun else [c for c in cells if c.key not in done]
         summary.cached = len(cells) - len(todo)
+
+        out = (console or _console()) if progress else None
+
+        def say(line: str) -> None:
+            if out is not None:
+                out.print(line, markup=False, highlight=False)
+
+        preps = collect_preps(todo)
+        if preps:
+            keys = ", ".join(p.key for p in preps)
+            say(f"preparing {len(preps)} shared module(s) before the cells: {keys}")
+            run_preps(preps, workers=workers, budget_s=budget_s, on_line=lambda line: say(f"  {line}"))
 
         bar = _progress_bar(console) if progress and todo else None
         task = bar.add_task("bench", total=len(todo), failed=0, current="") if bar is not None else None
@@ -145,10 +162,15 @@ def run_benchmark(
             st.close()
 
 
+def _console() -> Any:
+    from rich import get_console
+
+    return get_console()
+
+
 def _progress_bar(console: Any) -> Any:
     """The bench progress display: done / total, failures, elapsed time, ETA and the cell now running
     (rich bars on a terminal, periodic plain lines otherwise)."""
-    from rich import get_console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -169,4 +191,4 @@ def _progress_bar(console: Any) -> Any:
         TimeRemainingColumn(),
         TextColumn("{task.fields[current]}", style="dim", markup=False),
     )
-    return progress_display(console or get_console(), *columns)
+    return progress_display(console or _console(), *columns)

@@ -346,7 +346,7 @@ def _modules_for(cells: Sequence[Cell]) -> list[str]:
 Record = tuple[dict[str, Any], dict[str, bytes]]
 
 
-def _context(method: str | None) -> Any:
+def worker_context(method: str | None = None) -> Any:
     """The workers' process context; the forkserver preloads torch and every registered tool and track."""
     return process_context(["eis.runner._preload", "eis.runner.execute"], method)
 
@@ -390,7 +390,7 @@ class Executor:
     ) -> None:
         if not cells:
             return
-        ctx = _context(self.start_method)
+        ctx = worker_context(self.start_method)
         modules = _modules_for(cells)
         pending = deque(cells)
         pool = [_Worker(ctx, modules) for _ in range(min(self.workers, len(cells)))]

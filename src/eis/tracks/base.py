@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from eis.cache import Prep
     from eis.tools.base import Tool
     from eis.zoo.case import Case
 
@@ -73,6 +74,11 @@ class Track:
         part of the cell's key: the same suite gives the same pairing on every machine.
         """
         return ()
+
+    def prepare(self, case: Case, tool: Tool, partners: Sequence[Case] = ()) -> list[Prep]:
+        """Shared one-off work the cell of ``case`` x ``tool`` needs (default: none); see
+        :class:`eis.cache.Prep`."""
+        return []
 
     def summarize(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Leaderboard from this track's stored cells.

@@ -13,7 +13,8 @@ Learned detectors (``tool.learned``, e.g. MNTD, weight_stats) are fitted on the 
 the same dataset and architecture (``role == "train"``, never evaluated on; the cell's partners, so a suite
 given by path works like a built-in one) and what they learned is cached as
 safetensors + JSON under ``eis_home()/detectors``, keyed by the tool's settings and the training cases' ids,
-so that each eval cell loads it instead of retraining.
+so that each eval cell loads it instead of retraining: one fit, with the tool's own seed, serves every eval
+model of the population (the runner does it before the cells: ``prepare``).
 
 ``summarize`` pools the population: ROC-AUC, average precision and FPR at 95% TPR with stratified
 bootstrap CIs over models, pooled ("all": every trojaned model vs every clean one) and per trigger type
@@ -25,13 +26,14 @@ bootstrap of the difference).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from eis.cache import cached_state
+from eis.cache import Prep, cached_state, digest
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, ci_columns, verdict
 from eis.tools.detection.base import Detection, DetectionTool
@@ -73,7 +75,7 @@ class DetectTrack(Track):
     """
 
     name: ClassVar[str] = "detect"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: a learned detector is fitted once per population, not per cell
     family: ClassVar[str] = "detection"
     headline: ClassVar[str] = "auroc"
     higher_is_better: ClassVar[bool] = True
@@ -105,9 +107,10 @@ class DetectTrack(Track):
             raise EisError(
                 f"detect scores eval-population cases; {case.name!r} has role {case.meta.get('role')!r}"
             )
+        learned = self._fitted(tool, case, list(partners)) if tool.learned else None
         tool = _seeded(tool, seed)
-        if tool.learned:
-            self._fit(tool, case, list(partners))
+        if learned is not None:
+            tool.set_state(*learned)
         truth = case.truth()
         trojaned = truth.kind != "clean"
         model = case.model()
@@ -176,28 +179,29 @@ class DetectTrack(Track):
 
     # ------------------------------------------------------ learned tools
 
-    def _fit(self, tool: DetectionTool, case: Case, train: list[Case]) -> None:
-        """Fit ``tool`` on the training population ``train``, or load what it learned from the cache."""
+    def prepare(self, case: Case, tool: Tool, partners: Sequence[Case] = ()) -> list[Prep]:
+        """A learned detector's fit on the cell's training population, done once before the cells."""
+        if not (isinstance(tool, DetectionTool) and tool.learned and partners):
+            return []
+        ids = sorted(c.id for c in partners)
+        if case.id in ids:
+            return []  # the cell reports the error
+        label = f"fit {tool.name} on {len(ids)} models of {case.dataset}/{case.arch} ({digest(ids)[:8]})"
+        fit = functools.partial(fitted_state, tool, tuple(partners), self.n_inputs, self.version)
+        return [Prep(label, fit)]
+
+    def _fitted(
+        self, tool: DetectionTool, case: Case, train: list[Case]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What ``tool`` learned on the training population ``train`` (cached: see :func:`fitted_state`)."""
         if not train:
             raise EisError(
                 f"detect: {tool.name!r} learns, but the run has no training population (role 'train') of "
                 f"dataset {case.dataset!r} and arch {case.arch!r} for {case.name!r}; add one to the suite"
             )
-        ids = sorted(c.id for c in train)
-        if case.id in ids:
+        if case.id in {c.id for c in train}:
             raise EisError(f"detect: case {case.name!r} is in its own training population")
-        key = {"tool": tool.name, "settings": tool.settings(), "train": ids, "v": self.version}
-
-        def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            models = [c.model() for c in train]
-            labels = [int(c.truth().kind != "clean") for c in train]
-            x, y = train[0].inputs(split="test")
-            tool.fit(models, labels, x[: self.n_inputs], y[: self.n_inputs], train[0].num_classes)
-            tensors, meta = tool.get_state()
-            return tensors, jsonable({**meta, "train_case_ids": ids})
-
-        tensors, meta, _ = cached_state(f"detectors/{tool.name}", key, fit)
-        tool.set_state(tensors, meta)
+        return fitted_state(tool, train, self.n_inputs, self.version)
 
     # ------------------------------------------------------------ summarize
 
@@ -284,8 +288,35 @@ def training_cases(case: Case, cases: Sequence[Case]) -> list[Case]:
     return [c for c in train if (c.dataset, c.arch) == (case.dataset, case.arch)]
 
 
+def fitted_state(
+    tool: DetectionTool, train: Sequence[Case], n_inputs: int, version: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state ``tool`` learns from the training population ``train`` (its models, their labels, the
+    first ``n_inputs`` held-out inputs of its first member): loaded from ``eis_home()/detectors``, or fitted
+    with the tool's own settings and seed and cached there. Keyed by the tool's settings and the members'
+    ids, never by a cell's seed: one fit per population serves every eval model, so their scores come
+    from one detector and can be thresholded together."""
+    ids = sorted(c.id for c in train)
+    key = {"tool": tool.name, "settings": tool.settings(), "train": ids, "v": version}
+
+    def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        fresh = dataclasses.replace(tool)
+        models = [c.model() for c in train]
+        labels = [int(c.truth().kind != "clean") for c in train]
+        x, y = train[0].inputs(split="test")
+        with torch.random.fork_rng(devices=[]):  # the same fit whichever process or cell does it
+            torch.manual_seed(int(getattr(tool, "seed", 0)))
+            fresh.fit(models, labels, x[:n_inputs], y[:n_inputs], train[0].num_classes)
+        tensors, meta = fresh.get_state()
+        return tensors, jsonable({**meta, "train_case_ids": ids})
+
+    tensors, meta, _ = cached_state(f"detectors/{tool.name}", key, fit)
+    return tensors, meta
+
+
 def _seeded(tool: DetectionTool, seed: int) -> DetectionTool:
-    """A fresh copy of the tool (learned state is per cell); its seed offset by the cell's seed."""
+    """A fresh copy of the tool for one cell, its seed offset by the cell's seed (learned state is set
+    after, from the population's one fit)."""
     fields = {f.name for f in dataclasses.fields(tool)}
     if "seed" in fields and seed:
         return dataclasses.replace(tool, seed=tool.seed + seed)

@@ -22,11 +22,13 @@ chance (1/8) in its own column and a verdict on whether the CI clears it, the ma
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
+from eis.cache import Prep
 from eis.errors import EisError
 from eis.stats import CI, bootstrap_ci, ci_columns, paired_bootstrap_ci, verdict
 from eis.tools.synthesis.base import SynthesisTool
@@ -34,6 +36,8 @@ from eis.tracks.base import CellResult, Track, register_track, standalone, store
 from eis.tracks.judge import CHANCE, JUDGED_KINDS, N_OPTIONS, build_question, get_judge
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
     from eis.tools.base import Tool
@@ -95,6 +99,14 @@ class SynthesizeTrack(Track):
             return False
         truth = case.truth()
         return truth.kind in JUDGED_KINDS and truth.trigger is not None
+
+    def prepare(self, case: Case, tool: Tool, partners: Sequence[Case] = ()) -> list[Prep]:
+        """The dataset's judge and whatever the tool trains once per dataset (the feature-level
+        adversary's generator): the runner trains them side by side before the cells."""
+        steps = self.judge_steps
+        key = f"judge {case.dataset}" + (f" ({steps} steps)" if steps else "")
+        preps = [Prep(key, functools.partial(get_judge, case.dataset, steps))]
+        return preps + (tool.prepare(case.dataset) if isinstance(tool, SynthesisTool) else [])
 
     def inputs(self, case: Case, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The seeded draw of clean held-out inputs (and labels) a tool is given."""

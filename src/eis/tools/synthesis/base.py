@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eis.cache import Prep
 from eis.errors import EisError
 from eis.tools.base import Tool
 
@@ -50,6 +51,11 @@ class SynthesisTool(Tool):
         self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def prepare(self, dataset: str | None) -> list[Prep]:
+        """Cached one-off work a call with ``dataset`` will need (default: none), e.g. a generator; the
+        benchmark runner does it ahead of the cells (:class:`eis.cache.Prep`)."""
+        return []
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,12 +17,14 @@ given and cached by their hash.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eis.cache import Prep
 from eis.tools.base import register_tool
 from eis.tools.synthesis.adversarial_patch import check_patch_settings
 from eis.tools.synthesis.base import (
@@ -53,6 +55,14 @@ class FeatureAdversary(SynthesisTool):
     batch_size: int = 8  # clean inputs per patch per step
     generator_steps: int = 0  # 0: the default training length of eis.zoo.generators
     seed: int = 0
+
+    def prepare(self, dataset: str | None) -> list[Prep]:
+        """The dataset's generator (trained once, cached); none without a dataset (keyed by the inputs)."""
+        if not dataset:
+            return []
+        steps = self.generator_steps or None
+        key = f"generator {dataset}" + (f" ({steps} steps)" if steps else "")
+        return [Prep(key, functools.partial(get_generator, dataset, steps=steps))]
 
     def _synthesize(
         self, model: nn.Module, target: int, clean_inputs: torch.Tensor, context: SynthesisContext
