@@ -180,22 +180,32 @@ def test_strip_cell_is_input_level() -> None:
     assert "input_auroc" not in track.run(EVAL[0], make_tool("strip", n_overlays=4)).scores
 
 
+def _mntd_on(case: ToyCase) -> tuple[DetectTrack, Any, tuple]:
+    """A detect track, a short MNTD and the run's training population for ``case``."""
+    track, tool = DetectTrack(n_inputs=64, n_eval=64), make_tool("mntd", steps=30)
+    return track, tool, track.partners(case, RUN, tool)
+
+
+def _forbid_fitting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, an MNTD fit fails the test: what it learned must come from the cache."""
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("refitted although fitted once already")
+
+    monkeypatch.setattr(Mntd, "fit", boom)
+
+
 def test_learned_tool_fits_on_train_population_and_caches(
     eis_home: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    track = DetectTrack(n_inputs=64, n_eval=64)
-    tool = make_tool("mntd", steps=30)
-    partners = track.partners(EVAL[1], RUN, tool)
+    track, tool, partners = _mntd_on(EVAL[1])
     assert partners == tuple(TRAIN)  # the run's cases of the same dataset and arch with role train
     assert track.partners(EVAL[1], RUN, make_tool("random_scorer")) == ()  # only learned tools get them
     first = track.run(EVAL[1], tool, partners=partners)
     files = list((eis_home / "detectors" / "mntd").glob("*/weights.safetensors"))
     assert len(files) == 1 and not list((eis_home / "detectors").rglob("*.pkl"))
 
-    def boom(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("refitted although cached")
-
-    monkeypatch.setattr(Mntd, "fit", boom)
+    _forbid_fitting(monkeypatch)
     assert track.run(EVAL[1], tool, partners=partners).scores["score"] == pytest.approx(first.scores["score"])
     # another cell seed (every cell has its own) loads the same fit: one detector scores the population
     again = track.run(EVAL[1], tool, seed=12345, partners=partners)
@@ -211,19 +221,13 @@ def test_learned_tool_fits_on_train_population_and_caches(
 def test_the_fit_is_a_prep_done_once_for_the_population(
     eis_home: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    track = DetectTrack(n_inputs=64, n_eval=64)
-    tool = make_tool("mntd", steps=30)
-    partners = track.partners(EVAL[1], RUN, tool)
+    track, tool, partners = _mntd_on(EVAL[1])
     preps = track.prepare(EVAL[1], tool, partners)
     assert len(preps) == 1 and [p.key for p in track.prepare(EVAL[3], tool, partners)] == [preps[0].key]
     assert track.prepare(EVAL[1], make_tool("strip"), ()) == []  # nothing to learn
     assert track.prepare(EVAL[1], tool, ()) == []  # no population: the cell reports it
     preps[0].fn()
-
-    def boom(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("refitted although prepared")
-
-    monkeypatch.setattr(Mntd, "fit", boom)
+    _forbid_fitting(monkeypatch)
     assert "score" in track.run(EVAL[3], tool, seed=99, partners=partners).scores
 
 

@@ -105,8 +105,8 @@ def run_preps(
                     on_line(f"could not prepare {key} ({failures[key]}); its cells will try")
             if pending and deadline is not None and time.monotonic() > deadline:
                 for key in pending:
-                    failures[key] = f"timed out after {budget_s:g} s a prep"
-                    on_line(f"could not prepare {key} (timed out); its cells will try")
+                    failures[key] = f"not done within the budget ({budget_s:g} s a prep)"
+                    on_line(f"could not prepare {key} ({failures[key]}); its cells will try")
                 break
             if pending:
                 time.sleep(0.2)
