@@ -186,7 +186,9 @@ class DetectTrack(Track):
         ids = sorted(c.id for c in partners)
         if case.id in ids:
             return []  # the cell reports the error
-        label = f"fit {tool.name} on {len(ids)} models of {case.dataset}/{case.arch} ({digest(ids)[:8]})"
+        where = "+".join(sorted({f"{c.dataset}/{c.arch}" for c in partners}))  # the population's archs
+        tag = digest([ids, repr(tool.settings())])[:8]
+        label = f"fit {tool.name} on {len(ids)} models of {where} ({tag})"
         fit = functools.partial(fitted_state, tool, tuple(partners), self.n_inputs, self.version)
         return [Prep(label, fit)]
 
