@@ -11,6 +11,7 @@ and skipped: the cells that need it do the work themselves, and record a failure
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -71,6 +72,19 @@ def run_preps(
     prep as it limits a cell: the whole batch gets ``budget_s`` x its number of rounds. ``on_line`` hears a
     line per prep done or failed."""
     failures: dict[str, str] = {}
+
+    def fail(key: str, why: str) -> None:
+        failures[key] = why
+        on_line(f"could not prepare {key} ({why}); its cells will try")
+
+    def settle(key: str, seconds: Callable[[], float]) -> None:
+        try:
+            took = seconds()
+        except Exception as exc:
+            fail(key, f"{type(exc).__name__}: {exc}")
+        else:
+            on_line(f"prepared {key} in {took:.0f} s")
+
     if not preps:
         return failures
     if workers <= 0:
@@ -79,11 +93,7 @@ def run_preps(
         threads = one_thread()
         try:
             for prep in preps:
-                try:
-                    on_line(f"prepared {prep.key} in {_do(prep):.0f} s")
-                except Exception as exc:
-                    failures[prep.key] = f"{type(exc).__name__}: {exc}"
-                    on_line(f"could not prepare {prep.key} ({failures[prep.key]}); its cells will try")
+                settle(prep.key, functools.partial(_do, prep))
         finally:
             torch.set_num_threads(threads)
         return failures
@@ -98,15 +108,10 @@ def run_preps(
                 if not res.ready():
                     continue
                 del pending[key]
-                try:
-                    on_line(f"prepared {key} in {res.get():.0f} s")
-                except Exception as exc:
-                    failures[key] = f"{type(exc).__name__}: {exc}"
-                    on_line(f"could not prepare {key} ({failures[key]}); its cells will try")
+                settle(key, res.get)
             if pending and deadline is not None and time.monotonic() > deadline:
                 for key in pending:
-                    failures[key] = f"not done within the budget ({budget_s:g} s a prep)"
-                    on_line(f"could not prepare {key} ({failures[key]}); its cells will try")
+                    fail(key, f"not done within the budget ({budget_s:g} s a prep)")
                 break
             if pending:
                 time.sleep(0.2)
